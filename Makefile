@@ -1,0 +1,24 @@
+# Every target refreshes .venv when pyproject.toml changed, so that the two
+# README commands work on a fresh machine with only Python >= 3.11.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
+	touch $@
+
+.PHONY: demo test lint bench
+demo: $(VENV)/.installed
+	$(BIN)/python examples/demo.py
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check sksketch tests benchmarks examples
+
+test: lint
+	$(BIN)/python -m pytest sksketch tests
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_sketch.py

@@ -1,0 +1,27 @@
+"""sksketch: recursive sketches of modular networks, as scikit-learn estimators.
+
+The data flows records -> sketch -> recover / statistics -> network recovery.
+"""
+
+# records
+from ._batch import RecordBatch
+from ._datasets import SyntheticNetwork, make_activation_records
+from ._io import read_records, write_records
+from ._records import ActivationObject, ActivationRecord, merge_records
+
+# sketch
+from ._sketch import RecursiveSketcher
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ActivationObject",
+    "ActivationRecord",
+    "RecordBatch",
+    "RecursiveSketcher",
+    "SyntheticNetwork",
+    "make_activation_records",
+    "merge_records",
+    "read_records",
+    "write_records",
+]

@@ -1,0 +1,421 @@
+"""Records in columnar form: the one input format of the sketching engine.
+
+A :class:`RecordBatch` holds all objects of many records as flat arrays
+(record index, module code, slot code, weight, row into the module's attribute
+matrix), the attributes as one 2-D array per module, and the edges as index
+pairs. Records are converted once; recorders can build a batch directly.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ._dag import check_acyclic, default_slot_ordinals, expand
+from ._records import ActivationRecord, as_record, canonical_slot
+
+
+class RecordBatch:
+    """A batch of module-activation records as flat arrays.
+
+    Build one from records with :meth:`from_records`, or directly from arrays
+    (for recorders that never materialise per-object dicts). Objects are
+    numbered ``0..n_objects-1`` across the batch.
+
+    Parameters
+    ----------
+    module : sequence of str of length n_objects
+        The module of each object.
+    attributes : mapping of str to array-like of shape (n_module_objects, dim)
+        For each module, the attribute rows of its objects, in object order.
+    record : array-like of int of shape (n_objects,), default=None
+        The record of each object; by default all objects form record 0.
+    n_records : int, default=None
+        Number of records (records may be empty); default ``max(record) + 1``.
+    weight : array-like of shape (n_objects,), default=None
+        Object weights (default 1).
+    slot : sequence of length n_objects, default=None
+        Object slots (int, str or tuple); default: the ordinal among the
+        same-module inputs of the first consumer (SPEC section 1).
+    edges : array-like of int of shape (n_edges, 2), default=None
+        ``(parent, child)`` pairs: ``parent`` consumed ``child``.
+    roots : array-like of int, default=None
+        The root objects; default: the objects nothing consumes.
+    object_ids : sequence of length n_objects, default=None
+        Object ids, only used in error messages.
+    dtype : {np.float32, np.float64}, default=np.float64
+        Floating type of the attributes and weights.
+
+    Attributes
+    ----------
+    n_records : int
+    n_objects : int
+    module_dims : dict of str to int
+        Attribute dimension of each module in the batch, sorted by name.
+    """
+
+    def __init__(self, *, module, attributes, record=None, n_records=None,
+                 weight=None, slot=None, edges=None, roots=None, object_ids=None,
+                 dtype=np.float64):
+        dtype = np.dtype(dtype)
+        module = np.asarray(module)
+        if module.ndim != 1 or (module.size and module.dtype.kind not in "UO"):
+            raise TypeError("RecordBatch: 'module' must be a 1-D sequence of str")
+        n_objects = module.size
+        module_names, module_codes = np.unique(module.astype(str),
+                                               return_inverse=True)
+        module_names = tuple(module_names.tolist())
+        self._object_ids = None if object_ids is None else list(object_ids)
+
+        record = (np.zeros(n_objects, np.intp) if record is None
+                  else _index_array(record, "record", n_objects))
+        if n_records is None:
+            n_records = int(record.max()) + 1 if n_objects else 0
+        if n_objects and (record.min() < 0 or record.max() >= n_records):
+            raise ValueError(f"RecordBatch: 'record' must lie in [0, {n_records})")
+        self.n_records = int(n_records)
+        self._record = record
+
+        if not isinstance(attributes, Mapping):
+            raise TypeError("RecordBatch: 'attributes' must map module names "
+                            "to 2-D arrays")
+        unknown = sorted(set(attributes) - set(module_names))
+        if unknown:
+            raise ValueError(f"RecordBatch: 'attributes' has modules {unknown} "
+                             f"that no object belongs to")
+        rows = np.zeros(n_objects, dtype=np.intp)
+        grouped = []
+        for code, name in enumerate(module_names):
+            members = np.flatnonzero(module_codes == code)
+            rows[members] = np.arange(members.size)
+            if name not in attributes:
+                raise ValueError(f"RecordBatch: 'attributes' lacks module {name!r}")
+            block = np.asarray(attributes[name])
+            if block.dtype.kind not in "iuf" or block.ndim != 2:
+                raise TypeError(f"RecordBatch: attributes of module {name!r} "
+                                f"must be a 2-D array of real numbers")
+            if block.shape[0] != members.size:
+                raise ValueError(f"RecordBatch: module {name!r} has {members.size} "
+                                 f"objects but {block.shape[0]} attribute rows")
+            bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+            if bad.size:
+                raise ValueError(f"{self._where(members[bad[0]])}: field "
+                                 f"'attributes' holds non-finite values")
+            grouped.append(np.ascontiguousarray(block, dtype=dtype))
+        self._rows = rows
+        self._module_names = module_names
+        self._module_codes = module_codes.astype(np.intp)
+        self._attributes = tuple(grouped)
+
+        if weight is None:
+            weight = np.ones(n_objects, dtype)
+        weight = np.asarray(weight)
+        if weight.shape != (n_objects,) or weight.dtype.kind not in "iuf":
+            raise TypeError(f"RecordBatch: 'weight' must be a real array of "
+                            f"shape ({n_objects},)")
+        bad = np.flatnonzero(~np.isfinite(weight) | (weight < 0))
+        if bad.size:
+            raise ValueError(f"{self._where(bad[0])}: field 'weight' must be "
+                             f"finite and >= 0; got {weight[bad[0]]!r}")
+        self._weight = weight.astype(dtype)
+
+        edges = (np.zeros((0, 2), np.intp) if edges is None
+                 else _index_array(edges, "edges", None))
+        if edges.size == 0:
+            edges = edges.reshape(0, 2)
+        if edges.ndim != 2 or edges.shape[1] != 2:
+            raise ValueError("RecordBatch: 'edges' must have shape (n_edges, 2)")
+        parent, child = edges[:, 0].copy(), edges[:, 1].copy()
+        if edges.size and (edges.min() < 0 or edges.max() >= n_objects):
+            raise ValueError(f"RecordBatch: 'edges' must index objects in "
+                             f"[0, {n_objects})")
+        crossing = np.flatnonzero(record[parent] != record[child])
+        if crossing.size:
+            raise ValueError(f"{self._where(parent[crossing[0]])}: field 'inputs' "
+                             f"names an object of another record")
+        pairs = parent * max(n_objects, 1) + child
+        if np.unique(pairs).size != pairs.size:
+            raise ValueError("RecordBatch: 'edges' lists an edge twice")
+        on_cycle = check_acyclic(n_objects, parent, child)
+        if on_cycle >= 0:
+            raise ValueError(f"{self._where(on_cycle)}: field 'inputs' closes a "
+                             f"cycle; a record must be a DAG")
+        self._parent, self._child = parent, child
+
+        if roots is None:
+            roots = np.flatnonzero(np.bincount(child, minlength=n_objects) == 0)
+        roots = _index_array(roots, "roots", None)
+        if roots.size and (roots.min() < 0 or roots.max() >= n_objects):
+            raise ValueError(f"RecordBatch: 'roots' must index objects in "
+                             f"[0, {n_objects})")
+        self._roots = roots
+
+        if slot is None:
+            slot = default_slot_ordinals(n_objects, self._module_codes, parent,
+                                         child, group=record)
+            slot_keys, slot_codes = np.unique(slot, return_inverse=True)
+            slot_keys = tuple(slot_keys.tolist())
+        else:
+            if len(slot) != n_objects:
+                raise ValueError(f"RecordBatch: 'slot' must have length {n_objects}")
+            keys = [canonical_slot(s, self._where(i)) for i, s in enumerate(slot)]
+            slot_keys = tuple(dict.fromkeys(keys))
+            code_of = {key: code for code, key in enumerate(slot_keys)}
+            slot_codes = np.fromiter((code_of[k] for k in keys), np.intp, n_objects)
+        self._slot_keys = slot_keys
+        self._slot_codes = slot_codes.astype(np.intp)
+
+    @classmethod
+    def _from_arrays(cls, **arrays):
+        """Trusted constructor: the arrays are already valid and typed."""
+        batch = cls.__new__(cls)
+        for name, value in arrays.items():
+            setattr(batch, name, value)
+        return batch
+
+    @classmethod
+    def from_records(cls, records, *, dtype=np.float64):
+        """Convert a sequence of records (ActivationRecord or JSON dicts).
+
+        Raises a ValueError naming the record when one module has two
+        attribute dimensions across records.
+        """
+        if isinstance(records, RecordBatch):
+            return records.astype(dtype)
+        records = [as_record(r, index=i) for i, r in enumerate(records)]
+        dtype = np.dtype(dtype)
+        dims = {}
+        for index, record in enumerate(records):
+            for name, block in zip(record._module_names, record._attributes):
+                dim = block.shape[1]
+                known = dims.setdefault(name, (dim, index))
+                if known[0] != dim:
+                    first = record._ids[np.flatnonzero(record._module_codes == (
+                        record._module_names.index(name)))[0]]
+                    raise ValueError(
+                        f"record {index}, object {first!r}: module {name!r} has "
+                        f"attribute dimension {dim}, but {known[0]} in record "
+                        f"{known[1]}")
+        module_names = tuple(sorted(dims))
+        code_of = {name: code for code, name in enumerate(module_names)}
+        n_per_record = np.fromiter((r.n_objects for r in records), np.intp,
+                                   len(records))
+        offsets = np.concatenate(([0], np.cumsum(n_per_record)))
+        n_objects = int(offsets[-1])
+
+        def cat(arrays, dtype=np.intp):
+            arrays = list(arrays)
+            return (np.concatenate(arrays).astype(dtype, copy=False) if arrays
+                    else np.zeros(0, dtype))
+
+        # Map each record's local module and slot tables into global codes.
+        module_codes = cat(
+            np.asarray([code_of[n] for n in r._module_names], np.intp)[
+                r._module_codes] for r in records)
+        slot_table = {}
+        slot_codes = cat(
+            np.asarray([slot_table.setdefault(k, len(slot_table))
+                        for k in r._slot_keys], np.intp)[r._slot_codes]
+            if r.n_objects else np.zeros(0, np.intp) for r in records)
+        grouped = [[] for _ in module_names]
+        counts = np.zeros(len(module_names), np.intp)
+        rows = []
+        for record in records:
+            local_to_global = [code_of[n] for n in record._module_names]
+            row_offset = counts[local_to_global]
+            rows.append(record._rows + row_offset[record._module_codes]
+                        if record.n_objects else np.zeros(0, np.intp))
+            for local, code in enumerate(local_to_global):
+                grouped[code].append(record._attributes[local])
+                counts[code] += record._attributes[local].shape[0]
+        attributes = tuple(np.concatenate(g).astype(dtype, copy=False)
+                           for g in grouped)
+        return cls._from_arrays(
+            n_records=len(records),
+            _record=np.repeat(np.arange(len(records)), n_per_record),
+            _module_names=module_names,
+            _module_codes=module_codes,
+            _rows=cat(rows),
+            _attributes=attributes,
+            _weight=cat((r._weights for r in records), dtype),
+            _slot_keys=tuple(slot_table),
+            _slot_codes=slot_codes,
+            _parent=cat(r._parent + o for r, o in zip(records, offsets)),
+            _child=cat(r._child + o for r, o in zip(records, offsets)),
+            _roots=cat(r._roots + o for r, o in zip(records, offsets)),
+            _object_ids=[i for r in records for i in r._ids],
+        )
+
+    # -- properties ----------------------------------------------------------
+    @property
+    def n_objects(self):
+        return self._module_codes.size
+
+    @property
+    def module_dims(self):
+        return {name: block.shape[1]
+                for name, block in zip(self._module_names, self._attributes)}
+
+    @property
+    def dtype(self):
+        return self._weight.dtype
+
+    def __len__(self):
+        return self.n_records
+
+    def __repr__(self):
+        return (f"RecordBatch(n_records={self.n_records}, "
+                f"n_objects={self.n_objects}, modules={self.module_dims})")
+
+    def _where(self, obj):
+        """'record r, object id' for an object index, for error messages."""
+        record = int(self._record[obj]) if hasattr(self, "_record") else 0
+        label = obj if self._object_ids is None else self._object_ids[obj]
+        return f"record {record}, object {label!r}"
+
+    def astype(self, dtype):
+        """The same batch with attributes and weights in ``dtype``."""
+        dtype = np.dtype(dtype)
+        if dtype == self.dtype:
+            return self
+        state = dict(vars(self))
+        state["_attributes"] = tuple(a.astype(dtype) for a in self._attributes)
+        state["_weight"] = self._weight.astype(dtype)
+        return RecordBatch._from_arrays(**state)
+
+    # -- indexing (so that model selection can split a batch) ----------------
+    def _record_order(self):
+        """Objects, edges and roots sorted by record, with CSR pointers."""
+        by_object = np.argsort(self._record, kind="stable")
+        by_edge = np.argsort(self._record[self._parent], kind="stable")
+        by_root = np.argsort(self._record[self._roots], kind="stable")
+
+        def pointers(records):
+            ptr = np.zeros(self.n_records + 1, np.intp)
+            np.cumsum(np.bincount(records, minlength=self.n_records), out=ptr[1:])
+            return ptr
+
+        return (by_object, pointers(self._record),
+                by_edge, pointers(self._record[self._parent]),
+                by_root, pointers(self._record[self._roots]))
+
+    def take(self, indices):
+        """A new batch of the records at ``indices`` (repeats allowed)."""
+        indices = np.asarray(indices)
+        if indices.dtype == bool:
+            indices = np.flatnonzero(indices)
+        indices = indices.astype(np.intp).reshape(-1)
+        indices = np.where(indices < 0, indices + self.n_records, indices)
+        if indices.size and (indices.min() < 0 or indices.max() >= self.n_records):
+            raise IndexError(f"record index out of range for {self.n_records} "
+                             f"records")
+        by_obj, obj_ptr, by_edge, edge_ptr, by_root, root_ptr = self._record_order()
+        source, old = expand(obj_ptr, by_obj, indices)
+        new_start = np.concatenate(([0], np.cumsum(
+            obj_ptr[indices + 1] - obj_ptr[indices])))[:-1]
+        # position of each old object within its record, in record order
+        rank = np.empty(self.n_objects, np.intp)
+        rank[by_obj] = np.arange(self.n_objects) - np.repeat(
+            obj_ptr[:-1], np.diff(obj_ptr))
+
+        def relocate(ptr, order, objects_of):
+            src, old_items = expand(ptr, order, indices)
+            return new_start[src] + rank[objects_of(old_items)]
+
+        parent = relocate(edge_ptr, by_edge, lambda e: self._parent[e])
+        child = relocate(edge_ptr, by_edge, lambda e: self._child[e])
+        roots = relocate(root_ptr, by_root, lambda r: self._roots[r])
+        # Attribute rows: keep each module's rows in the new object order.
+        codes = self._module_codes[old]
+        rows = np.zeros(old.size, np.intp)
+        attributes = []
+        for code, block in enumerate(self._attributes):
+            members = np.flatnonzero(codes == code)
+            rows[members] = np.arange(members.size)
+            attributes.append(block[self._rows[old[members]]])
+        return RecordBatch._from_arrays(
+            n_records=indices.size,
+            _record=source,
+            _module_names=self._module_names,
+            _module_codes=codes,
+            _rows=rows,
+            _attributes=tuple(attributes),
+            _weight=self._weight[old],
+            _slot_keys=self._slot_keys,
+            _slot_codes=self._slot_codes[old],
+            _parent=parent,
+            _child=child,
+            _roots=roots,
+            _object_ids=(None if self._object_ids is None
+                         else [self._object_ids[i] for i in old]),
+        )
+
+    def to_records(self):
+        """The batch as a list of :class:`ActivationRecord`."""
+        by_obj, obj_ptr, by_edge, edge_ptr, by_root, root_ptr = self._record_order()
+        records = []
+        for r in range(self.n_records):
+            objects = by_obj[obj_ptr[r]:obj_ptr[r + 1]]
+            ids = (objects.tolist() if self._object_ids is None
+                   else [self._object_ids[i] for i in objects])
+            id_of = dict(zip(objects.tolist(), ids))
+            inputs = {i: [] for i in objects.tolist()}
+            for e in by_edge[edge_ptr[r]:edge_ptr[r + 1]]:
+                inputs[int(self._parent[e])].append(id_of[int(self._child[e])])
+            records.append(ActivationRecord(
+                [{"id": id_of[i],
+                  "module": self._module_names[self._module_codes[i]],
+                  "attributes": self._attributes[self._module_codes[i]][
+                      self._rows[i]],
+                  "weight": float(self._weight[i]),
+                  "slot": self._slot_keys[self._slot_codes[i]],
+                  "inputs": inputs[i]} for i in objects.tolist()],
+                outputs=[id_of[int(self._roots[k])]
+                         for k in by_root[root_ptr[r]:root_ptr[r + 1]]]))
+        return records
+
+    def __getitem__(self, key):
+        if isinstance(key, int | np.integer):
+            return self.take([key]).to_records()[0]
+        if isinstance(key, slice):
+            return self.take(np.arange(self.n_records)[key])
+        return self.take(key)
+
+
+def _index_array(value, name, length):
+    array = np.asarray(value)
+    if array.size == 0:
+        return array.astype(np.intp)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"RecordBatch: '{name}' must hold integers; "
+                        f"got dtype {array.dtype}")
+    if length is not None and array.shape != (length,):
+        raise ValueError(f"RecordBatch: '{name}' must have shape ({length},)")
+    return array.astype(np.intp)
+
+
+def as_batch(records, *, dtype=np.float64):
+    """Coerce what a user passed as ``X`` into a :class:`RecordBatch`.
+
+    Accepts a RecordBatch, or a sequence (or iterable) of ActivationRecord and
+    JSON dicts; refuses arrays and single records with a TypeError that says
+    what was expected.
+    """
+    if isinstance(records, RecordBatch):
+        return records.astype(dtype)
+    if isinstance(records, ActivationRecord | Mapping):
+        raise TypeError("expected a sequence of records; got a single record "
+                        "(wrap it in a list)")
+    if isinstance(records, np.ndarray) and records.dtype != object:
+        raise TypeError(f"expected a sequence of activation records (dicts or "
+                        f"ActivationRecord), or a RecordBatch; got an array of "
+                        f"shape {records.shape} and dtype {records.dtype}")
+    if hasattr(records, "iloc") or isinstance(records, str | bytes):
+        raise TypeError(f"expected a sequence of activation records; got "
+                        f"{type(records).__name__}")
+    if not isinstance(records, Sequence | np.ndarray):
+        try:
+            records = list(records)
+        except TypeError:
+            raise TypeError(f"expected a sequence of activation records; got "
+                            f"{type(records).__name__}") from None
+    return RecordBatch.from_records(records, dtype=dtype)

@@ -1,0 +1,462 @@
+"""The module-activation record: data model and validation (SPEC section 1).
+
+A record is the DAG of objects that a modular network emitted for one input.
+It is parsed once, at the public boundary, into flat arrays (module codes,
+attributes grouped per module, edges as index pairs) so that everything after
+it -- batching, unrolling, sketching -- works on arrays, never on dicts.
+"""
+
+from collections.abc import Mapping, Sequence
+from numbers import Integral, Real
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._dag import check_acyclic, default_slot_ordinals
+
+_OBJECT_FIELDS = frozenset({"id", "module", "attributes", "weight", "slot", "inputs"})
+_RECORD_FIELDS = frozenset({"objects", "outputs"})
+
+
+class ActivationObject(NamedTuple):
+    """One object of a record: what one module emitted.
+
+    Attributes
+    ----------
+    id : int or str
+        Identifier, unique within its record.
+    module : str
+        Name of the module that produced the object.
+    attributes : ndarray of shape (attribute_dim,)
+        The object's attribute vector.
+    weight : float
+        Non-negative confidence; it multiplies the object's contribution.
+    slot : int, str or tuple
+        Tells apart objects of one module under one parent (a position, an
+        index). ``None`` when constructing means "its ordinal among the
+        same-module objects of its first consumer" (or, for an object nothing
+        consumes, among the same-module unconsumed objects).
+    inputs : tuple
+        Ids of the objects this one consumed (its children).
+    """
+
+    id: Any
+    module: str
+    attributes: Any
+    weight: float = 1.0
+    slot: Any = None
+    inputs: tuple = ()
+
+
+def canonical_slot(value, where):
+    """Return ``value`` as a hashable, JSON-stable slot key.
+
+    Slots are ints, strings, or non-empty sequences of them (spatial positions);
+    they feed the stable seed of a node subspace, so ``3``, ``np.int64(3)`` all
+    map to the same key while ``"3"`` stays a different one.
+    """
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"{where}: field 'slot' must be an int, a str or a "
+                        f"sequence of them; got a bool {value!r}")
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Sequence | np.ndarray) and len(value) > 0:
+        return tuple(canonical_slot(item, where) for item in value)
+    raise TypeError(f"{where}: field 'slot' must be an int, a str or a non-empty "
+                    f"sequence of them; got {type(value).__name__} {value!r}")
+
+
+def slot_to_json(slot):
+    """JSON form of a canonical slot key (tuples become lists)."""
+    return list(map(slot_to_json, slot)) if isinstance(slot, tuple) else slot
+
+
+def _check_id(value, where):
+    if isinstance(value, bool | np.bool_) or not isinstance(value, Integral | str):
+        raise TypeError(f"{where}: field 'id' must be an int or a str; "
+                        f"got {type(value).__name__} {value!r}")
+    return int(value) if isinstance(value, Integral) else value
+
+
+def _check_attributes(value, where):
+    if isinstance(value, str | bytes | Mapping):
+        raise TypeError(f"{where}: field 'attributes' must be a 1-D sequence of "
+                        f"real numbers; got {type(value).__name__}")
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:  # numpy >= 1.24 refuses ragged nested lists
+        raise ValueError(f"{where}: field 'attributes' is ragged: {exc}") from None
+    if array.dtype.kind not in "iuf":
+        if array.dtype.kind == "O" and array.ndim > 1:
+            raise ValueError(f"{where}: field 'attributes' is ragged")
+        raise TypeError(f"{where}: field 'attributes' must hold real numbers; "
+                        f"got dtype {array.dtype}")
+    if array.ndim != 1:
+        raise ValueError(f"{where}: field 'attributes' must be 1-D; "
+                         f"got shape {array.shape}")
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{where}: field 'attributes' holds non-finite values "
+                         f"(NaN or inf)")
+    return array
+
+
+def _check_weight(value, where):
+    if isinstance(value, bool | np.bool_) or not isinstance(value, Real):
+        raise TypeError(f"{where}: field 'weight' must be a real number; "
+                        f"got {type(value).__name__} {value!r}")
+    weight = float(value)
+    if not np.isfinite(weight) or weight < 0:
+        raise ValueError(f"{where}: field 'weight' must be finite and >= 0; "
+                         f"got {weight!r}")
+    return weight
+
+
+def _as_fields(obj, where):
+    if isinstance(obj, ActivationObject):
+        return obj._asdict()
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"{where}: an object must be a mapping or an "
+                        f"ActivationObject; got {type(obj).__name__}")
+    unknown = sorted(map(str, set(obj) - _OBJECT_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; an object has "
+                         f"{sorted(_OBJECT_FIELDS)}")
+    for required in ("id", "module", "attributes"):
+        if required not in obj:
+            raise ValueError(f"{where}: missing required field '{required}'")
+    return obj
+
+
+class ActivationRecord:
+    """A module-activation record: the DAG of objects emitted for one input.
+
+    Parameters
+    ----------
+    objects : sequence of mapping or ActivationObject
+        Each object has ``id``, ``module`` and ``attributes``, and optionally
+        ``weight`` (default 1), ``slot`` (default: its ordinal among the
+        same-module objects of its first consumer) and ``inputs`` (ids of the
+        objects it consumed; default none).
+    outputs : sequence of ids, default=None
+        The record's roots. By default, the objects that nothing consumes.
+
+    Attributes
+    ----------
+    ids : tuple
+        Object ids, in the order given.
+    modules : tuple of str
+        Module of each object.
+    attributes : tuple of ndarray
+        Attribute vector of each object (float64, read-only).
+    weights : ndarray of shape (n_objects,)
+        Weight of each object.
+    slots : tuple
+        Slot of each object, defaults resolved.
+    inputs : tuple of tuple
+        Ids of each object's inputs.
+    roots : tuple
+        Ids of the roots.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a malformed record; the message names the object and the field.
+
+    Examples
+    --------
+    >>> from sksketch import ActivationRecord
+    >>> record = ActivationRecord([
+    ...     {"id": 0, "module": "edge", "attributes": [0.1, 0.3]},
+    ...     {"id": 1, "module": "cat", "attributes": [1.0, 0.2, 0.5], "inputs": [0]},
+    ...     {"id": 2, "module": "output", "attributes": [0.7], "inputs": [1]},
+    ... ])
+    >>> record.roots, record.n_objects
+    ((2,), 3)
+    """
+
+    __slots__ = ("_ids", "_module_names", "_module_codes", "_rows", "_attributes",
+                 "_weights", "_slot_keys", "_slot_codes", "_parent", "_child",
+                 "_roots")
+
+    def __init__(self, objects, *, outputs=None):
+        self._parse(objects, outputs, "record")
+
+    @classmethod
+    def from_dict(cls, data, *, index=None):
+        """Build a record from its JSON form ``{"objects": [...], "outputs": [...]}``.
+
+        ``index`` (the record's position in a file or list) only enters error
+        messages.
+        """
+        where = "record" if index is None else f"record {index}"
+        if isinstance(data, ActivationRecord):
+            return data
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{where}: expected a mapping with key 'objects'; "
+                            f"got {type(data).__name__}")
+        unknown = sorted(map(str, set(data) - _RECORD_FIELDS))
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {unknown}; a record has "
+                             f"{sorted(_RECORD_FIELDS)}")
+        if "objects" not in data:
+            raise ValueError(f"{where}: missing required field 'objects'")
+        record = cls.__new__(cls)
+        record._parse(data["objects"], data.get("outputs"), where)
+        return record
+
+    def _parse(self, objects, outputs, where):
+        if isinstance(objects, str | bytes | Mapping) or not isinstance(
+            objects, Sequence
+        ):
+            raise TypeError(f"{where}: field 'objects' must be a list of objects; "
+                            f"got {type(objects).__name__}")
+        ids, modules, attributes, weights, slots, inputs = [], [], [], [], [], []
+        position = {}
+        module_dims = {}
+        for ordinal, obj in enumerate(objects):
+            obj_where = f"{where}, object #{ordinal}"
+            fields = _as_fields(obj, obj_where)
+            obj_id = _check_id(fields["id"], obj_where)
+            obj_where = f"{where}, object {obj_id!r}"
+            if obj_id in position:
+                raise ValueError(f"{obj_where}: field 'id' duplicates object "
+                                 f"#{position[obj_id]}")
+            position[obj_id] = ordinal
+            module = fields["module"]
+            if not isinstance(module, str):
+                raise TypeError(f"{obj_where}: field 'module' must be a str; "
+                                f"got {type(module).__name__} {module!r}")
+            if not module:
+                raise ValueError(f"{obj_where}: field 'module' is empty")
+            x = _check_attributes(fields["attributes"], obj_where)
+            known_dim = module_dims.setdefault(module, x.shape[0])
+            if known_dim != x.shape[0]:
+                raise ValueError(
+                    f"{obj_where}: field 'attributes' has dimension {x.shape[0]}, "
+                    f"but module {module!r} has dimension {known_dim} in this record")
+            slot = fields.get("slot")
+            raw_inputs = fields.get("inputs", ())
+            if raw_inputs is None:
+                raw_inputs = ()
+            if isinstance(raw_inputs, str | bytes | Mapping) or not isinstance(
+                raw_inputs, Sequence | np.ndarray
+            ):
+                raise TypeError(f"{obj_where}: field 'inputs' must be a list of "
+                                f"ids; got {type(raw_inputs).__name__}")
+            ids.append(obj_id)
+            modules.append(module)
+            attributes.append(x)
+            weights.append(_check_weight(fields.get("weight", 1.0), obj_where))
+            slots.append(None if slot is None else canonical_slot(slot, obj_where))
+            inputs.append(raw_inputs)
+
+        parent, child = [], []
+        for index, raw_inputs in enumerate(inputs):
+            obj_where = f"{where}, object {ids[index]!r}"
+            seen = set()
+            for input_id in raw_inputs:
+                input_id = _check_id(input_id, f"{obj_where}, field 'inputs'")
+                if input_id not in position:
+                    raise ValueError(f"{obj_where}: field 'inputs' names id "
+                                     f"{input_id!r}, which is not an object of "
+                                     f"this record")
+                if input_id in seen:
+                    raise ValueError(f"{obj_where}: field 'inputs' lists id "
+                                     f"{input_id!r} twice")
+                seen.add(input_id)
+                parent.append(index)
+                child.append(position[input_id])
+        n_objects = len(ids)
+        parent = np.asarray(parent, dtype=np.intp)
+        child = np.asarray(child, dtype=np.intp)
+        on_cycle = check_acyclic(n_objects, parent, child)
+        if on_cycle >= 0:
+            raise ValueError(f"{where}, object {ids[on_cycle]!r}: field 'inputs' "
+                             f"closes a cycle; a record must be a DAG")
+
+        if outputs is None:
+            roots = np.flatnonzero(np.bincount(child, minlength=n_objects) == 0)
+        else:
+            if isinstance(outputs, str | bytes | Mapping) or not isinstance(
+                outputs, Sequence | np.ndarray
+            ):
+                raise TypeError(f"{where}: field 'outputs' must be a list of ids; "
+                                f"got {type(outputs).__name__}")
+            roots = []
+            for output in outputs:
+                output = _check_id(output, f"{where}, field 'outputs'")
+                if output not in position:
+                    raise ValueError(f"{where}: field 'outputs' names id "
+                                     f"{output!r}, which is not an object of this "
+                                     f"record")
+                roots.append(position[output])
+            if len(set(roots)) != len(roots):
+                raise ValueError(f"{where}: field 'outputs' lists an id twice")
+            roots = np.asarray(roots, dtype=np.intp)
+
+        module_names = tuple(sorted(module_dims))
+        code_of = {name: code for code, name in enumerate(module_names)}
+        module_codes = np.fromiter((code_of[m] for m in modules), np.intp, n_objects)
+        ordinals = default_slot_ordinals(n_objects, module_codes, parent, child)
+        slots = [s if s is not None else int(o) for s, o in zip(slots, ordinals)]
+
+        self._set_arrays(ids, module_names, module_codes, attributes,
+                         np.asarray(weights, dtype=np.float64), slots,
+                         parent, child, roots)
+
+    def _set_arrays(self, ids, module_names, module_codes, attributes, weights,
+                    slots, parent, child, roots):
+        n_objects = len(ids)
+        rows = np.zeros(n_objects, dtype=np.intp)
+        grouped = []
+        for code, name in enumerate(module_names):
+            members = np.flatnonzero(module_codes == code)
+            rows[members] = np.arange(members.size)
+            block = np.asarray([attributes[i] for i in members], dtype=np.float64)
+            block.setflags(write=False)
+            grouped.append(block)
+        slot_keys = tuple(dict.fromkeys(slots))
+        slot_code_of = {key: code for code, key in enumerate(slot_keys)}
+        self._ids = tuple(ids)
+        self._module_names = module_names
+        self._module_codes = module_codes
+        self._rows = rows
+        self._attributes = tuple(grouped)
+        self._weights = weights
+        self._slot_keys = slot_keys
+        self._slot_codes = np.fromiter((slot_code_of[s] for s in slots), np.intp,
+                                       n_objects)
+        self._parent = parent
+        self._child = child
+        self._roots = np.asarray(roots, dtype=np.intp)
+        for array in (module_codes, rows, weights, self._slot_codes, parent, child,
+                      self._roots):
+            array.setflags(write=False)
+
+    # -- read access -------------------------------------------------------
+    @property
+    def n_objects(self):
+        """Number of objects in the record."""
+        return len(self._ids)
+
+    def __len__(self):
+        return len(self._ids)
+
+    @property
+    def ids(self):
+        return self._ids
+
+    @property
+    def modules(self):
+        return tuple(self._module_names[c] for c in self._module_codes)
+
+    @property
+    def module_dims(self):
+        """Mapping of each module present to its attribute dimension."""
+        return {name: block.shape[1] if block.ndim == 2 else 0
+                for name, block in zip(self._module_names, self._attributes)}
+
+    @property
+    def attributes(self):
+        return tuple(self._attributes[c][r]
+                     for c, r in zip(self._module_codes, self._rows))
+
+    @property
+    def weights(self):
+        return self._weights
+
+    @property
+    def slots(self):
+        return tuple(self._slot_keys[c] for c in self._slot_codes)
+
+    @property
+    def inputs(self):
+        children = [[] for _ in self._ids]
+        for p, c in zip(self._parent, self._child):
+            children[p].append(self._ids[c])
+        return tuple(map(tuple, children))
+
+    @property
+    def roots(self):
+        return tuple(self._ids[i] for i in self._roots)
+
+    @property
+    def objects(self):
+        """The objects, as :class:`ActivationObject` tuples with slots resolved."""
+        return [ActivationObject(*fields) for fields in zip(
+            self._ids, self.modules, self.attributes, self._weights.tolist(),
+            self.slots, self.inputs)]
+
+    def to_dict(self):
+        """The JSON form; slots are written out explicitly."""
+        objects = [
+            {"id": obj.id, "module": obj.module,
+             "attributes": obj.attributes.tolist(), "weight": obj.weight,
+             "slot": slot_to_json(obj.slot), "inputs": list(obj.inputs)}
+            for obj in self.objects
+        ]
+        data = {"objects": objects}
+        consumed = np.bincount(self._child, minlength=self.n_objects) > 0
+        implicit_roots = np.flatnonzero(~consumed)
+        if not np.array_equal(implicit_roots, self._roots):
+            data["outputs"] = list(self.roots)
+        return data
+
+    def __eq__(self, other):
+        if not isinstance(other, ActivationRecord):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None
+
+    def __repr__(self):
+        counts = np.bincount(self._module_codes, minlength=len(self._module_names))
+        modules = ", ".join(f"{name}: {count}"
+                            for name, count in zip(self._module_names, counts))
+        return (f"ActivationRecord(n_objects={self.n_objects}, "
+                f"roots={len(self._roots)}, modules={{{modules}}})")
+
+    def __getstate__(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
+
+def as_record(data, index=None):
+    """Coerce one record (an ActivationRecord or its JSON dict) into a record."""
+    if isinstance(data, ActivationRecord):
+        return data
+    return ActivationRecord.from_dict(data, index=index)
+
+
+def merge_records(records):
+    """Merge records into one whose roots are all of theirs.
+
+    Object ids are renumbered ``0..n-1`` (ids may collide across records) and
+    slots are kept as resolved in each record, so by linearity the merged
+    record's sketch is the sum of the records' sketches.
+
+    Parameters
+    ----------
+    records : sequence of ActivationRecord or dict
+
+    Returns
+    -------
+    merged : ActivationRecord
+    """
+    objects, outputs = [], []
+    offset = 0
+    for index, data in enumerate(records):
+        record = as_record(data, index=index)
+        new_id = {old: offset + k for k, old in enumerate(record.ids)}
+        objects += [obj._replace(id=new_id[obj.id],
+                                 inputs=tuple(new_id[i] for i in obj.inputs))
+                    for obj in record.objects]
+        outputs += [new_id[root] for root in record.roots]
+        offset += record.n_objects
+    return ActivationRecord(objects, outputs=outputs)
