@@ -1,13 +1,15 @@
 """Path blocks: computing, caching and stacking them (SPEC sections 3 and 8).
 
-The block of the module path ``P = (M_0, ..., M_k)`` is
+The block of the module path ``P = (M_0, ..., M_k)`` applies the chain
 
-    G_P = W_{M_0} C_{M_0} W_{M_1} C_{M_1} ... W_{M_k} [A_{M_k} | N_{M_k, slot}],
+    T_P = W_{M_0} C_{M_0} W_{M_1} C_{M_1} ... W_{M_k}
 
-so ``G_P = W_{M_0} C_{M_0} G_{P[1:]}``: a block is one wiring and one wrapper
-product away from the block of its suffix, which is cached too. Blocks are
-kept as row blocks (``G^T``, columns x d) so that a batch of sketches is
-``Z @ G_stacked^T`` with ``G_stacked^T`` stacked from cached rows.
+to a leaf: the presence column ``a_P = T_P A_{M_k}[:, dim]`` or, for slot
+``s``, ``H_{P,s} = T_P (A_{M_k}[:, :dim] + N_{M_k,s})`` (see ``_unroll``).
+As ``T_P = W_{M_0} C_{M_0} T_{P[1:]}``, a block is one wiring and one
+wrapper product away from the block of its suffix, which is cached too.
+Blocks are kept as row blocks (transposed, columns x d) so that a batch of
+sketches is ``Z @ G_stacked^T`` with ``G_stacked^T`` stacked from the cache.
 """
 
 import numpy as np
@@ -15,6 +17,10 @@ import numpy as np
 
 class PathBlocks:
     """Lazily computed, memory-bounded cache of path blocks.
+
+    Every cached array is a pure function of its key -- the chain of one
+    path applied to one leaf matrix, always computed with the same shapes --
+    so sketches never depend on what was computed, cached or evicted before.
 
     Parameters
     ----------
@@ -28,49 +34,41 @@ class PathBlocks:
         self.matrices = matrices
         self.module_dims = module_dims
 
-    def rows(self, path, keys):
-        """Row blocks ``G^T`` of ``path`` for each key (None: ``A``; else a slot).
+    def chain(self, path, leaf):
+        """``(T_P L)^T`` for the leaf ``L``: ``A_M`` (``leaf=None``) or ``N_{M,leaf}``.
 
-        Returns a list of arrays of shape (dim + 1, d) for ``A`` and (dim, d)
-        for a slot, float64.
+        Returns an array of shape (dim + 1, d) for ``A`` and (dim, d) for
+        ``N``, float64.
         """
-        cache = self.matrices._cache
-        found = {}
-        missing = []
-        for key in dict.fromkeys(keys):
-            block = cache.get(("block", path, key))
-            if block is None:
-                missing.append(key)
-            else:
-                found[key] = block
-        if missing:
+        key = ("chain", path, leaf)
+        rows = self.matrices._cache.get(key)
+        if rows is None:
             head = path[0]
             if len(path) == 1:
                 dim = self.module_dims[head]
-                leaf = [self.matrices.subspace(head, dim).T if key is None
-                        else self.matrices.node(head, key, dim).T
-                        for key in missing]
-                stacked = self.matrices.apply_wrapper(head, np.concatenate(leaf))
+                leaf_matrix = (self.matrices.subspace(head, dim) if leaf is None
+                               else self.matrices.node(head, leaf, dim))
+                rows = self.matrices.apply_wrapper(head, leaf_matrix.T)
             else:
-                suffix = np.concatenate(self.rows(path[1:], missing))
-                stacked = self.matrices.apply_wrapper(
-                    head, self.matrices.apply_wiring(head, suffix))
-            dim = self.module_dims[path[-1]]
-            sizes = [dim + (key is None) for key in missing]
-            for key, block in zip(missing, np.split(stacked, np.cumsum(sizes)[:-1])):
-                found[key] = cache.put(("block", path, key),
-                                       np.ascontiguousarray(block))
-        return [found[key] for key in keys]
+                rows = self.matrices.apply_wrapper(
+                    head, self.matrices.apply_wiring(head, self.chain(path[1:], leaf)))
+            rows = self.matrices._cache.put(key, np.ascontiguousarray(rows))
+        return rows
+
+    def rows(self, path, key):
+        """Row block of ``path``: ``a_P^T`` (``key=None``) or ``H_{P,key}^T``.
+
+        Shapes (1, d) and (dim, d).
+        """
+        dim = self.module_dims[path[-1]]
+        subspace = self.chain(path, None)
+        if key is None:
+            return subspace[dim:]
+        return subspace[:dim] + self.chain(path, key)
 
     def stack(self, layout, dtype=np.float64):
         """``G_stacked^T`` of shape (layout.n_columns, d) for a ColumnLayout."""
-        by_path = {}
-        for path, key in layout.items:
-            by_path.setdefault(path, []).append(key)
-        rows = {}
-        for path, keys in by_path.items():
-            rows.update(((path, key), block)
-                        for key, block in zip(keys, self.rows(path, keys)))
         if not layout.items:
             return np.zeros((0, self.matrices.sketch_dim), dtype=dtype)
-        return np.concatenate([rows[item] for item in layout.items], dtype=dtype)
+        return np.concatenate([self.rows(path, key) for path, key in layout.items],
+                              dtype=dtype)

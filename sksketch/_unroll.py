@@ -1,9 +1,18 @@
 """Unrolling records into per-path coefficients (SPEC sections 3 and 8).
 
-By linearity, a sketch is ``S = sum_P G_P^A z_P + sum_{P,slot} G_{P,slot}^N u_{P,slot}``
-where ``P`` runs over the module paths from a root. This module computes the
-coefficients ``z`` and ``u`` of a whole batch with array operations: one pass
-per DAG level, never a Python step per object.
+By linearity, a sketch is ``S = sum_P G_P^A z_P + sum_{P,s} G_{P,s}^N u_{P,s}``
+over the module paths ``P`` from a root and the slots ``s``. The attribute
+part of ``z_P`` is ``sum_s u_{P,s}``, so with ``a`` the presence column of
+``G_P^A`` and ``H_{P,s} = G_P^A[:, :dim] + G_{P,s}^N``,
+
+    S = sum_P a_P c_P + sum_{P,s} H_{P,s} u_{P,s},
+
+where ``c_P`` is the path's weighted count. These are the columns the engine
+uses: ``dim`` fewer per path than ``[A | N]``, with the same sketch, and
+exactly the quantities a sketch can identify (counts per path, attribute sums
+per path and slot). This module computes the coefficients ``c`` and ``u`` of a
+whole batch with array operations: one pass per DAG level, never a Python step
+per object.
 """
 
 import json
@@ -48,22 +57,28 @@ def unroll(batch, max_depth=None):
     names = batch._module_names
     n_modules = max(len(names), 1)
     indptr, indices = children_csr(n_objects, batch._parent, batch._child)
-    registry, paths = {}, []
+    paths = []
+    # child_path[parent_path + 1, module]: id of the path one module longer.
+    child_path = np.full((1, n_modules), -1, np.intp)
 
     def register(parent_path, child_module):
-        # One Python step per distinct new path, not per entry.
-        keys = (parent_path + 1) * n_modules + child_module
-        unique_keys, inverse = np.unique(keys, return_inverse=True)
-        ids = np.empty(unique_keys.size, np.intp)
-        for i, key in enumerate(unique_keys.tolist()):
-            parent, mod = divmod(key, n_modules)
-            path_id = registry.get((parent - 1, mod))
-            if path_id is None:
+        nonlocal child_path
+        if child_path.shape[0] < len(paths) + 1:
+            grown = np.full((len(paths) + 1, n_modules), -1, np.intp)
+            grown[:child_path.shape[0]] = child_path
+            child_path = grown
+        ids = child_path[parent_path + 1, child_module]
+        new = ids < 0
+        if new.any():
+            keys = (parent_path[new] + 1) * n_modules + child_module[new]
+            # One Python step per distinct new path, never per entry.
+            for key in np.flatnonzero(np.bincount(keys)).tolist():
+                parent, mod = divmod(key, n_modules)
                 prefix = paths[parent - 1] if parent else ()
-                path_id = registry[(parent - 1, mod)] = len(paths)
+                child_path[parent, mod] = len(paths)
                 paths.append(prefix + (names[mod],))
-            ids[i] = path_id
-        return ids[inverse.reshape(-1)]
+            ids = child_path[parent_path + 1, child_module]
+        return ids
 
     obj = batch._roots
     path = register(np.full(obj.size, -1, np.intp), module[obj])
@@ -76,12 +91,20 @@ def unroll(batch, max_depth=None):
         source, kids = expand(indptr, indices, obj)
         if not kids.size:
             break
-        child_path = register(path[source], module[kids])
-        # Merge walks that reach one object by the same module path.
-        key = child_path * n_objects + kids
-        unique_keys, inverse = np.unique(key, return_inverse=True)
-        eff = np.bincount(inverse.reshape(-1), weights=eff[source] * weight[kids])
-        path, obj = unique_keys // n_objects, unique_keys % n_objects
+        path = register(path[source], module[kids])
+        obj, eff = kids, eff[source] * weight[kids]
+        # Merge walks that reach one object by one module path, so that
+        # entries never outnumber (path, object) pairs; only shared objects
+        # can repeat, so only they pay for the sort.
+        repeated = np.bincount(kids, minlength=n_objects)[kids] > 1
+        if repeated.any():
+            key = path[repeated] * n_objects + kids[repeated]
+            unique_keys, inverse = np.unique(key, return_inverse=True)
+            merged = np.bincount(inverse.reshape(-1), weights=eff[repeated])
+            single = ~repeated
+            path = np.concatenate((path[single], unique_keys // n_objects))
+            obj = np.concatenate((obj[single], unique_keys % n_objects))
+            eff = np.concatenate((eff[single], merged))
     if not levels:
         empty = np.zeros(0, np.intp)
         return Unrolled(paths, empty, empty, np.zeros(0))
@@ -95,10 +118,11 @@ def slot_sort_key(slot):
 class ColumnLayout:
     """An ordered set of path blocks: which columns of a stacked ``G`` are whose.
 
-    Items are ``(path, key)``: ``key`` is ``None`` for the module-subspace
-    block ``G_P^A`` (``dim + 1`` columns, presence last) and a slot for the node
-    block ``G_{P,slot}^N`` (``dim`` columns). Items are sorted by path, then
-    ``A`` before the slots, so a layout depends only on its set of items.
+    Items are ``(path, key)``: ``key`` is ``None`` for the presence column
+    ``a_P`` (one column: the path's weighted count) and a slot ``s`` for the
+    block ``H_{P,s}`` (``dim`` columns: the attribute sum of the path's
+    objects in that slot). Items are sorted by path, then presence before the
+    slots, so a layout depends only on its set of items.
     """
 
     def __init__(self, items, module_dims):
@@ -107,7 +131,7 @@ class ColumnLayout:
             return (path, key is not None, "" if key is None else slot_sort_key(key))
 
         self.items = sorted(set(items), key=order)
-        widths = [module_dims[path[-1]] + (key is None)
+        widths = [1 if key is None else module_dims[path[-1]]
                   for path, key in self.items]
         self.offsets = np.concatenate(([0], np.cumsum(widths, dtype=np.intp)))
         self.index = {item: i for i, item in enumerate(self.items)}
@@ -140,15 +164,40 @@ def chunks_by_record(batch, unrolled, chunk_size):
 
     Yields ``(lo, hi, entries)``: ``entries`` are those of records ``lo..hi-1``.
     """
+    if batch.n_records <= chunk_size:
+        yield 0, batch.n_records, unrolled
+        return
     record = batch._record[unrolled.obj]
     order = np.argsort(record, kind="stable")
     record = record[order]
-    for lo in range(0, max(batch.n_records, 1), chunk_size):
+    for lo in range(0, batch.n_records, chunk_size):
         hi = min(lo + chunk_size, batch.n_records)
         start, stop = np.searchsorted(record, [lo, hi])
         take = order[start:stop]
         yield lo, hi, Unrolled(unrolled.paths, unrolled.path[take],
                                unrolled.obj[take], unrolled.weight[take])
+
+
+def block_offsets(batch, unrolled, layout):
+    """Column offsets of every entry's presence column and ``H`` block.
+
+    Looked up in a (path x slot) table, so the cost is one gather per entry.
+    """
+    n_paths, n_slots = len(unrolled.paths), max(len(batch._slot_keys), 1)
+    a_table = np.full(n_paths, -1, np.intp)
+    n_table = np.full((n_paths, n_slots), -1, np.intp)
+    path_id = {path: i for i, path in enumerate(unrolled.paths)}
+    slot_code = {key: i for i, key in enumerate(batch._slot_keys)}
+    for (path, key), offset in zip(layout.items, layout.offsets[:-1].tolist()):
+        p = path_id.get(path)
+        if p is None:
+            continue
+        if key is None:
+            a_table[p] = offset
+        elif key in slot_code:
+            n_table[p, slot_code[key]] = offset
+    slot = batch._slot_codes[unrolled.obj]
+    return a_table[unrolled.path], n_table[unrolled.path, slot]
 
 
 def coefficients(batch, unrolled, layout, lo=0, hi=None):
@@ -169,38 +218,36 @@ def coefficients(batch, unrolled, layout, lo=0, hi=None):
     Z : ndarray of shape (hi - lo, layout.n_columns), float64
     """
     hi = batch.n_records if hi is None else hi
-    path, obj, eff = unrolled.path, unrolled.obj, unrolled.weight
-    row_of = batch._record[obj] - lo
-    n_columns = layout.n_columns
-    # Column offsets, looked up once per distinct path / (path, slot).
-    a_offset = np.array([layout.offsets[layout.index[(p, None)]]
-                         if (p, None) in layout.index else -1
-                         for p in unrolled.paths], dtype=np.intp)
-    n_slots = max(len(batch._slot_keys), 1)
-    slot = batch._slot_codes[obj]
-    pair, pair_inverse = np.unique(path * n_slots + slot, return_inverse=True)
-    n_offset = np.array(
-        [layout.offsets[layout.index[(unrolled.paths[k // n_slots],
-                                      batch._slot_keys[k % n_slots])]]
-         for k in pair.tolist()], dtype=np.intp)[pair_inverse.reshape(-1)]
-
-    flat_index, values = [], []
+    n_rows = hi - lo
+    obj, eff = unrolled.obj, unrolled.weight
+    a_offset, n_offset = block_offsets(batch, unrolled, layout)
+    # Z is filled transposed (column-major): entries come roughly in record
+    # order, so the scatter below writes near where it wrote last.
+    row = batch._record[obj] - lo
+    a_start, n_start = a_offset * n_rows + row, n_offset * n_rows + row
     module = batch._module_codes[obj]
+    dims = np.array([block.shape[1] for block in batch._attributes], np.intp)
+    # One flat (index, value) buffer for every module, then a single bincount.
+    # Per module it holds the attributes (dim x n_entries, so that every
+    # operation runs along the long axis), then the presences.
+    total = int((dims[module] + 1).sum())
+    flat_index = np.empty(total, np.intp)
+    values = np.empty(total)
+    position = 0
     for code, block in enumerate(batch._attributes):
         members = np.flatnonzero(module == code)
         if not members.size:
             continue
-        dim = block.shape[1]
-        w = eff[members][:, None]
-        x = block[batch._rows[obj[members]]].astype(np.float64) * w
-        base = row_of[members][:, None] * n_columns
-        a_cols = a_offset[path[members]][:, None] + np.arange(dim + 1)
-        n_cols = n_offset[members][:, None] + np.arange(dim)
-        flat_index += [(base + a_cols).ravel(), (base + n_cols).ravel()]
-        values += [np.hstack((x, w)).ravel(), x.ravel()]
-    size = (hi - lo) * n_columns
-    if not flat_index:
-        return np.zeros((hi - lo, n_columns))
-    z = np.bincount(np.concatenate(flat_index), weights=np.concatenate(values),
-                    minlength=size)
-    return z.reshape(hi - lo, n_columns)
+        dim, count = block.shape[1], members.size
+        attribute_part = slice(position, position + dim * count)
+        presence = slice(attribute_part.stop, attribute_part.stop + count)
+        position = presence.stop
+        w = eff[members]
+        np.multiply(block[batch._rows[obj[members]]].T, w,
+                    out=values[attribute_part].reshape(dim, count))
+        values[presence] = w
+        np.add((np.arange(dim) * n_rows)[:, None], n_start[members],
+               out=flat_index[attribute_part].reshape(dim, count))
+        flat_index[presence] = a_start[members]
+    z = np.bincount(flat_index, weights=values, minlength=n_rows * layout.n_columns)
+    return z.reshape(layout.n_columns, n_rows).T

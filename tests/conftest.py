@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from sksketch import ActivationRecord
+
+MODULE_DIMS = {"edge": 2, "part": 3, "cat": 4, "dog": 1, "out": 3, "flag": 0}
+
+
+def random_dag_record(rng, *, n_objects=12, edge_prob=0.3, zero_weight_prob=0.15,
+                      explicit_slot_prob=0.5, modules=MODULE_DIMS, slot_pool=None):
+    """A record with an arbitrary DAG: any object may consume any later one.
+
+    Shared children (an object with several parents), several roots, zero
+    weights, a module consuming its own module, and slots of every kind (ints,
+    strings, tuples, defaults) all occur.
+    """
+    names = sorted(modules)
+    slot_pool = slot_pool or [0, 1, 2, "left", "right", (0, 1), (1, 0)]
+    objects = []
+    for i in range(n_objects):
+        module = names[rng.integers(len(names))]
+        obj = {"id": f"o{i}" if i % 2 else i, "module": module,
+               "attributes": rng.standard_normal(modules[module]).tolist(),
+               "weight": 0.0 if rng.random() < zero_weight_prob
+               else float(rng.uniform(0.1, 2.0)),
+               "inputs": []}
+        if rng.random() < explicit_slot_prob:
+            obj["slot"] = slot_pool[rng.integers(len(slot_pool))]
+        objects.append(obj)
+    # Edges only from lower to higher index: acyclic by construction.
+    for i in range(n_objects):
+        for j in range(i + 1, n_objects):
+            if rng.random() < edge_prob:
+                objects[i]["inputs"].append(objects[j]["id"])
+    order = rng.permutation(n_objects)  # ids need not come in DAG order
+    return ActivationRecord([objects[k] for k in order])
+
+
+@pytest.fixture
+def dag_records():
+    rng = np.random.default_rng(0)
+    return [random_dag_record(rng, n_objects=int(rng.integers(1, 16)))
+            for _ in range(25)]
