@@ -200,7 +200,6 @@ class RecordBatch:
         n_per_record = np.fromiter((r.n_objects for r in records), np.intp,
                                    len(records))
         offsets = np.concatenate(([0], np.cumsum(n_per_record)))
-        n_objects = int(offsets[-1])
 
         def cat(arrays, dtype=np.intp):
             arrays = list(arrays)

@@ -312,7 +312,7 @@ class ActivationRecord:
         n_objects = len(ids)
         rows = np.zeros(n_objects, dtype=np.intp)
         grouped = []
-        for code, name in enumerate(module_names):
+        for code in range(len(module_names)):
             members = np.flatnonzero(module_codes == code)
             rows[members] = np.arange(members.size)
             block = np.asarray([attributes[i] for i in members], dtype=np.float64)
@@ -356,7 +356,7 @@ class ActivationRecord:
     @property
     def module_dims(self):
         """Mapping of each module present to its attribute dimension."""
-        return {name: block.shape[1] if block.ndim == 2 else 0
+        return {name: block.shape[1]
                 for name, block in zip(self._module_names, self._attributes)}
 
     @property

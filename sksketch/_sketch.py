@@ -198,7 +198,8 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         graph = {name: set(children) for name, children in self.module_graph_.items()}
         for parent, child in pairs.T.tolist():
             graph.setdefault(names[parent], set()).add(names[child])
-        self.module_graph_ = {name: tuple(sorted(graph[name])) for name in sorted(graph)}
+        self.module_graph_ = {name: tuple(sorted(graph[name]))
+                              for name in sorted(graph)}
         return self
 
     def _check_modules(self, batch, *, allow_new):

@@ -18,7 +18,7 @@ from sksketch import (
 )
 from sksketch._reference import reference_sketch
 
-from .conftest import MODULE_DIMS, random_dag_record
+from .conftest import random_dag_record
 
 
 @pytest.mark.parametrize("seed", [0, 1])

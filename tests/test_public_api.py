@@ -1,0 +1,18 @@
+import inspect
+
+import sksketch
+
+
+def test_all_lists_exactly_the_public_names():
+    public = {name for name in dir(sksketch) if not name.startswith("_")}
+    assert sorted(sksketch.__all__) == sksketch.__all__
+    assert set(sksketch.__all__) == public
+
+
+def test_estimators_store_parameters_keyword_only():
+    for name in sksketch.__all__:
+        obj = getattr(sksketch, name)
+        if inspect.isclass(obj) and hasattr(obj, "get_params"):
+            parameters = list(inspect.signature(obj).parameters.values())[1:]
+            assert all(p.kind is p.KEYWORD_ONLY for p in parameters), name
+            assert set(obj._parameter_constraints) == set(obj().get_params()), name
