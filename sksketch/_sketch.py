@@ -16,10 +16,17 @@ from sklearn.utils.validation import check_is_fitted
 from ._batch import as_batch
 from ._paths import PathBlocks
 from ._random import ModuleMatrices
-from ._unroll import ColumnLayout, chunks_by_record, coefficients, unroll
+from ._unroll import (
+    ColumnLayout,
+    Workspace,
+    chunks_by_record,
+    coefficients,
+    unroll,
+)
 
-# Rows of the coefficient matrix per product: bounds the engine's working
-# memory (~32 MiB of float64) whatever the batch size.
+# Records per chunk: at most this many coefficient values (their index and
+# value buffers then stay within the L2 cache) and coefficient-matrix entries.
+_CHUNK_VALUES = 2**17
 _CHUNK_ELEMENTS = 2**22
 
 
@@ -33,11 +40,15 @@ def _sketch_batch(batch, matrices, dtype):
     blocks = PathBlocks(matrices, batch.module_dims)
     g_rows = blocks.stack(layout, dtype=dtype)
     sketches = np.empty((batch.n_records, matrices.sketch_dim), dtype=dtype)
-    chunk_size = max(1, _CHUNK_ELEMENTS // max(layout.n_columns, 1))
+    dims = np.array(list(batch.module_dims.values()) or [0], np.intp)
+    values_per_record = (dims[batch._module_codes[unrolled.obj]] + 1).sum() / max(
+        batch.n_records, 1)
+    chunk_size = int(max(1, min(_CHUNK_VALUES // max(values_per_record, 1),
+                                _CHUNK_ELEMENTS // max(layout.n_columns, 1))))
+    workspace = Workspace()
     for lo, hi, entries in chunks_by_record(batch, unrolled, chunk_size):
-        z = coefficients(batch, entries, layout, lo, hi)
-        # (matmul's out= takes a slower path than assigning the product)
-        sketches[lo:hi] = z.astype(dtype, copy=False) @ g_rows
+        z = coefficients(batch, entries, layout, lo, hi, workspace)
+        np.matmul(z.astype(dtype, copy=False), g_rows, out=sketches[lo:hi])
     return sketches
 
 
