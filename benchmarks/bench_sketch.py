@@ -71,15 +71,15 @@ def run(n_records, dims, attribute_dim, n_reference):
         end_to_end = best_time(lambda s=sketcher: s.transform(records), repeat=2)
         subset = records[:n_reference]
         reference = best_time(
-            lambda s=sketcher: [reference_sketch(r, s) for r in subset], repeat=1
-        ) / len(subset) * n_records
+            lambda s=sketcher, rs=subset: [reference_sketch(r, s) for r in rs],
+            repeat=1) / len(subset) * n_records
         with warnings.catch_warnings():  # d > input dim at d=4096: fine here
             warnings.simplefilter("ignore")
             projection = GaussianRandomProjection(d, random_state=0).fit(flat)
         grp = best_time(lambda p=projection: p.transform(flat))
         z = rng.standard_normal((n_records, n_columns))
         g = rng.standard_normal((n_columns, d))
-        matmul = best_time(lambda: z @ g)
+        matmul = best_time(lambda z=z, g=g: z @ g)
         flops = 2.0 * n_records * n_columns * d
         rows.append({
             "sketch_dim": d,
