@@ -6,8 +6,12 @@ The data flows records -> sketch -> recover / statistics -> network recovery.
 # records
 from ._batch import RecordBatch
 from ._datasets import SyntheticNetwork, make_activation_records
+
+# recover / statistics
+from ._decode import erase
 from ._io import read_records, write_records
 from ._records import ActivationObject, ActivationRecord, merge_records
+from ._recover import SketchAttributeRecoverer
 
 # sketch
 from ._sketch import RecursiveSketcher
@@ -19,7 +23,9 @@ __all__ = [
     "ActivationRecord",
     "RecordBatch",
     "RecursiveSketcher",
+    "SketchAttributeRecoverer",
     "SyntheticNetwork",
+    "erase",
     "make_activation_records",
     "merge_records",
     "read_records",

@@ -14,6 +14,8 @@ sketches is ``Z @ G_stacked^T`` with ``G_stacked^T`` stacked from the cache.
 
 import numpy as np
 
+from ._unroll import slot_sort_key
+
 
 class PathBlocks:
     """Lazily computed, memory-bounded cache of path blocks.
@@ -55,6 +57,23 @@ class PathBlocks:
             rows = self.matrices._cache.put(key, np.ascontiguousarray(rows))
         return rows
 
+    def warm(self, keys):
+        """Compute the chains of ``(path, leaf)`` keys, suffixes first.
+
+        Ordered by length, then head module, so that each module's wiring and
+        wrapper matrices are drawn once and used for all its chains while
+        cached; every chain is still computed on its own.
+        """
+        needed = {(path[i:], leaf) for path, leaf in keys for i in range(len(path))}
+
+        def order(key):
+            path, leaf = key
+            return (len(path), path, leaf is not None,
+                    "" if leaf is None else slot_sort_key(leaf))
+
+        for path, leaf in sorted(needed, key=order):
+            self.chain(path, leaf)
+
     def rows(self, path, key):
         """Row block of ``path``: ``a_P^T`` (``key=None``) or ``H_{P,key}^T``.
 
@@ -70,5 +89,6 @@ class PathBlocks:
         """``G_stacked^T`` of shape (layout.n_columns, d) for a ColumnLayout."""
         if not layout.items:
             return np.zeros((0, self.matrices.sketch_dim), dtype=dtype)
+        self.warm([(path, key) for path, key in layout.items])
         return np.concatenate([self.rows(path, key) for path, key in layout.items],
                               dtype=dtype)

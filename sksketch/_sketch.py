@@ -81,9 +81,12 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         Entry distribution of the random matrices, with variance ``1/d``.
     dtype : {"float64", "float32"} or numpy dtype, default="float64"
         Floating type of the sketches.
-    cache_size : float, default=256
+    cache_size : float, default=1024
         Memory bound, in MiB, of the cache of random matrices and path blocks.
         Evicted entries are recomputed from their seeds when needed again.
+        Each module has two ``d x d`` matrices (134 MB each at ``d=4096``);
+        a bound below one module's pair makes every new path block redraw
+        them.
     random_state : int, RandomState instance or None, default=None
         Seeds the random matrices. With an int, every matrix is a pure function
         of ``(random_state, module, role, slot)``: the same sketches in every
@@ -142,7 +145,7 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     }
 
     def __init__(self, sketch_dim=256, *, wrapper="half_identity", matrix="gaussian",
-                 dtype="float64", cache_size=256, random_state=None):
+                 dtype="float64", cache_size=1024, random_state=None):
         self.sketch_dim = sketch_dim
         self.wrapper = wrapper
         self.matrix = matrix

@@ -1,0 +1,325 @@
+"""Decoders: from sketches back to per-path counts and attributes (SPEC 4).
+
+A sketch is ``S = sum_P a_P c_P + sum_{P,s} H_{P,s} u_{P,s}`` (see
+``_unroll``): ``c_P`` is the weighted count of the objects on module path
+``P``, ``u_{P,s}`` the weighted attribute sum of those in slot ``s``. Both
+decoders estimate, for a known set of paths and slots (the structure),
+
+- ``c_P`` for every path,
+- ``u_{P,s}`` for every (path, slot),
+- ``U_P``, the attribute sum over all of a path's slots,
+
+from sketches that may have lost coordinates (graceful erasure): only the
+kept rows of the blocks enter.
+
+``transpose``, the paper's decoder, reads each quantity with the transposed
+chain: undo every wrapper with ``v + R^T v`` and every wiring with ``C^T``,
+then read ``A^T`` or ``N^T``. As ``(I + R^T) = 2 W^T``, that is the row block
+of the path scaled by ``2`` per wrapper: one matrix product for a batch.
+
+``lstsq`` solves ``S = G z`` over the stacked blocks: a pseudo-inverse (one
+product per batch) while the unknowns are at most half the kept rows, and a
+group orthogonal matching pursuit, batched over sketches, beyond that.
+"""
+
+import numpy as np
+
+from ._paths import PathBlocks
+from ._unroll import ColumnLayout
+
+
+class Structure:
+    """The paths and slots a decoder solves for, with their column layout.
+
+    Parameters
+    ----------
+    items : iterable of (path, slot)
+        Every (module path, slot) to decode; each path gets its presence.
+    module_dims : mapping of str to int
+    """
+
+    def __init__(self, items, module_dims):
+        items = list(items)
+        self.paths = sorted({path for path, _ in items})
+        self.module_dims = dict(module_dims)
+        self.layout = ColumnLayout([(p, None) for p in self.paths] + items,
+                                   self.module_dims)
+        self.path_index = {path: i for i, path in enumerate(self.paths)}
+        dims = [self.module_dims[p[-1]] for p in self.paths]
+        self.sum_offsets = np.concatenate(([0], np.cumsum(dims, dtype=np.intp)))
+        self.group_offsets = self.layout.offsets
+        # For each path: its presence column and the columns of its slots.
+        self.presence_columns = np.array(
+            [self.layout.offsets[self.layout.index[(p, None)]] for p in self.paths],
+            dtype=np.intp)
+        self.slots_of = {p: [] for p in self.paths}
+        for path, key in self.layout.items:
+            if key is not None:
+                self.slots_of[path].append(key)
+
+    @property
+    def n_unknowns(self):
+        return self.layout.n_columns
+
+    def path_sum_from_slots(self, z):
+        """``U_P = sum_s u_{P,s}`` for every path, from the item coefficients."""
+        sums = np.zeros((z.shape[0], int(self.sum_offsets[-1])), dtype=z.dtype)
+        for i, path in enumerate(self.paths):
+            target = sums[:, self.sum_offsets[i]:self.sum_offsets[i + 1]]
+            for slot in self.slots_of[path]:
+                target += z[:, self.layout.columns((path, slot))]
+        return sums
+
+
+def kept_coordinates(sketch_dim, n_columns, kept=None):
+    """Indices of the kept coordinates: a prefix of ``n_columns`` by default."""
+    if kept is None:
+        if n_columns > sketch_dim:
+            raise ValueError(f"sketches have {n_columns} coordinates, more than "
+                             f"the sketcher's sketch_dim={sketch_dim}")
+        return np.arange(n_columns)
+    kept = np.asarray(kept)
+    if kept.dtype == bool:
+        if kept.shape != (sketch_dim,):
+            raise ValueError(f"a boolean 'kept' mask must have shape "
+                             f"({sketch_dim},); got {kept.shape}")
+        kept = np.flatnonzero(kept)
+    if kept.ndim != 1 or kept.dtype.kind not in "iu":
+        raise TypeError("'kept' must be a boolean mask or an array of indices")
+    if kept.size != n_columns:
+        raise ValueError(f"'kept' names {kept.size} coordinates but the sketches "
+                         f"have {n_columns}")
+    if kept.size and (kept.min() < 0 or kept.max() >= sketch_dim
+                      or np.unique(kept).size != kept.size):
+        raise ValueError(f"'kept' must name distinct coordinates in "
+                         f"[0, {sketch_dim})")
+    return kept.astype(np.intp)
+
+
+def erase(sketches, keep, *, random_state=None):
+    """Erase coordinates of sketches, keeping a prefix or a random subset.
+
+    Parameters
+    ----------
+    sketches : array-like of shape (n_sketches, sketch_dim)
+    keep : int or float or array-like
+        An int keeps the first ``keep`` coordinates; a float in (0, 1] keeps
+        that fraction of them, at random; a boolean mask or an index array
+        keeps those.
+    random_state : int, RandomState instance or None, default=None
+        Draws the random subset when ``keep`` is a float.
+
+    Returns
+    -------
+    erased : ndarray of shape (n_sketches, n_kept)
+        The kept coordinates, in increasing order.
+    kept : ndarray of int of shape (n_kept,)
+        Their indices: pass them as ``kept=`` to the decoders (a prefix needs
+        nothing).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sksketch import erase
+    >>> S = np.arange(12.0).reshape(2, 6)
+    >>> erased, kept = erase(S, 4)
+    >>> erased.shape, kept.tolist()
+    ((2, 4), [0, 1, 2, 3])
+    """
+    from sklearn.utils import check_random_state
+
+    sketches = np.asarray(sketches)
+    if sketches.ndim != 2:
+        raise ValueError(f"sketches must be 2-D; got shape {sketches.shape}")
+    sketch_dim = sketches.shape[1]
+    if isinstance(keep, bool | np.bool_):
+        raise TypeError("'keep' must be an int, a float or an array")
+    if isinstance(keep, int | np.integer):
+        if not 0 < keep <= sketch_dim:
+            raise ValueError(f"'keep' must be in [1, {sketch_dim}]; got {keep}")
+        kept = np.arange(keep)
+    elif isinstance(keep, float | np.floating):
+        if not 0 < keep <= 1:
+            raise ValueError(f"a float 'keep' must be in (0, 1]; got {keep}")
+        rng = check_random_state(random_state)
+        n_kept = max(1, int(round(keep * sketch_dim)))
+        kept = np.sort(rng.choice(sketch_dim, n_kept, replace=False))
+    else:
+        kept = np.asarray(keep)
+        kept = kept_coordinates(sketch_dim, int(kept.sum() if kept.dtype == bool
+                                                else kept.size), kept)
+        kept = np.sort(kept)
+    return sketches[:, kept], kept
+
+
+class TransposeDecoder:
+    """The paper's decoder: transposed chains, one product per batch."""
+
+    def __init__(self, structure, blocks, wrapper):
+        self.structure = structure
+        rows = []
+        layout = structure.layout
+        blocks.warm(layout.items)
+        for path, key in layout.items:
+            dim = structure.module_dims[path[-1]]
+            scale = 2.0 ** len(path) if wrapper == "half_identity" else 1.0
+            chain = blocks.chain(path, None if key is None else key)
+            rows.append(scale * (chain[dim:dim + 1] if key is None else chain))
+        for path in structure.paths:
+            dim = structure.module_dims[path[-1]]
+            scale = 2.0 ** len(path) if wrapper == "half_identity" else 1.0
+            rows.append(scale * blocks.chain(path, None)[:dim])
+        self.readout = (np.concatenate(rows) if rows
+                        else np.zeros((0, blocks.matrices.sketch_dim)))
+
+    def decode(self, sketches, kept):
+        d = self.readout.shape[1]
+        # E[G_kept^T G_kept] = (d'/d) E[G^T G]: rescale what was kept.
+        estimates = sketches @ self.readout[:, kept].T * (d / max(kept.size, 1))
+        n_items = self.structure.n_unknowns
+        return estimates[:, :n_items], estimates[:, n_items:]
+
+
+class LstsqDecoder:
+    """Least squares over the stacked path blocks, factorized per kept set.
+
+    While the unknowns (a presence per path, ``dim`` per (path, slot)) are
+    at most ``max_active`` times the kept coordinates, one pseudo-inverse
+    solves every sketch exactly. Beyond that, a group orthogonal matching
+    pursuit looks for the few blocks each sketch uses, within a budget of
+    ``max_active`` times the kept coordinates.
+
+    Parameters
+    ----------
+    structure : Structure
+    g_rows : ndarray of shape (n_unknowns, sketch_dim)
+        The stacked blocks, transposed.
+    max_active : float
+    tol : float
+        Matching pursuit stops once the residual is below ``tol * ||S||``.
+    """
+
+    def __init__(self, structure, g_rows, *, max_active=0.5, tol=1e-10):
+        self.structure = structure
+        self.g_rows = g_rows
+        self.max_active = max_active
+        self.tol = tol
+        self._factors = {}
+
+    def _factor(self, kept):
+        key = kept.tobytes()
+        factor = self._factors.get(key)
+        if factor is None:
+            limit = int(self.max_active * kept.size)
+            g, norms = _unit_columns(self.g_rows[:, kept].T)
+            if self.structure.n_unknowns <= limit:
+                factor = ("pinv", np.linalg.pinv(g) / norms[:, None])
+            else:
+                factor = ("omp", _GroupPursuit(g, norms, self.structure.group_offsets,
+                                               limit, self.tol))
+            if len(self._factors) > 8:  # a few kept sets at a time
+                self._factors.pop(next(iter(self._factors)))
+            self._factors[key] = factor
+        return factor
+
+    def decode(self, sketches, kept):
+        kind, factor = self._factor(kept)
+        z = sketches @ factor.T if kind == "pinv" else factor.solve(sketches)
+        return z, self.structure.path_sum_from_slots(z)
+
+
+def _unit_columns(g):
+    """Scale columns to unit norm (better-conditioned normal equations)."""
+    norms = np.linalg.norm(g, axis=0)
+    norms[norms == 0] = 1.0
+    return g / norms, norms
+
+
+class _GroupPursuit:
+    """Group orthogonal matching pursuit, batched over sketches.
+
+    Each iteration picks, for every unfinished sketch at once, the group
+    (one block: a path's presence, or one (path, slot) attribute block) whose
+    span holds most of the residual, then solves least squares on each
+    sketch's groups as one stacked solve of padded normal equations.
+    """
+
+    def __init__(self, g, norms, offsets, max_active, tol):
+        self.g, self.norms, self.offsets = g, norms, offsets
+        self.widths = np.diff(offsets)
+        self.max_active, self.tol = max_active, tol
+        self.gram = g.T @ g
+        # Orthonormal basis of each group: the score of a group is the norm
+        # of the residual's projection on its span.
+        self.basis = np.concatenate(
+            [np.linalg.qr(g[:, lo:hi])[0] for lo, hi in zip(offsets[:-1], offsets[1:])],
+            axis=1)
+
+    def solve(self, sketches, chunk=256):
+        z = np.zeros((sketches.shape[0], self.g.shape[1]))
+        for lo in range(0, sketches.shape[0], chunk):
+            z[lo:lo + chunk] = self._solve(sketches[lo:lo + chunk])
+        return z / self.norms
+
+    def _solve(self, s):
+        n, n_groups = s.shape[0], self.widths.size
+        support = np.zeros((n, n_groups), dtype=bool)
+        width = np.zeros(n, dtype=np.intp)
+        z = np.zeros((n, self.g.shape[1]))
+        gts = s @ self.g
+        residual = s.copy()
+        target = self.tol * np.linalg.norm(s, axis=1)
+        todo = np.flatnonzero(np.linalg.norm(residual, axis=1) > target)
+        while todo.size:
+            scores = np.add.reduceat((residual[todo] @ self.basis) ** 2,
+                                     self.offsets[:-1], axis=1)
+            scores[support[todo]] = -np.inf
+            scores[width[todo, None] + self.widths[None, :] > self.max_active] = -np.inf
+            best = np.argmax(scores, axis=1)
+            can_grow = np.isfinite(scores[np.arange(todo.size), best])
+            todo, best = todo[can_grow], best[can_grow]
+            if not todo.size:
+                break
+            support[todo, best] = True
+            width[todo] += self.widths[best]
+            z[todo] = self._least_squares(support[todo], gts[todo])
+            residual[todo] = s[todo] - z[todo] @ self.g.T
+            still = np.linalg.norm(residual[todo], axis=1) > target[todo]
+            todo = todo[still]
+        return z
+
+    def _least_squares(self, support, gts):
+        """Solve each row's normal equations on its own columns, stacked."""
+        rows, groups = np.nonzero(support)
+        widths = self.widths[groups]
+        per_row = np.bincount(rows, weights=widths,
+                              minlength=support.shape[0]).astype(np.intp)
+        w_max = int(per_row.max())
+        # Column index of every (row, position); padding points at column 0.
+        starts = np.repeat(self.offsets[groups], widths)
+        within = np.arange(widths.sum()) - np.repeat(np.cumsum(widths) - widths, widths)
+        row_of = np.repeat(rows, widths)
+        position = np.arange(row_of.size) - np.repeat(np.cumsum(per_row) - per_row,
+                                                      per_row)
+        columns = np.zeros((support.shape[0], w_max), dtype=np.intp)
+        mask = np.zeros((support.shape[0], w_max), dtype=bool)
+        columns[row_of, position] = starts + within
+        mask[row_of, position] = True
+        a = self.gram[columns[:, :, None], columns[:, None, :]]
+        both = mask[:, :, None] & mask[:, None, :]
+        a = np.where(both, a, 0.0)
+        a[:, np.arange(w_max), np.arange(w_max)] += ~mask  # identity on padding
+        b = np.where(mask, np.take_along_axis(gts, columns, axis=1), 0.0)
+        x = np.linalg.solve(a, b[..., None])[..., 0]
+        z = np.zeros((support.shape[0], self.g.shape[1]))
+        z[row_of, columns[row_of, position]] = x[row_of, position]
+        return z
+
+
+def make_decoder(method, structure, sketcher, *, max_active=0.5, tol=1e-10):
+    """Build the decoder of ``method`` over ``structure`` for a fitted sketcher."""
+    blocks = PathBlocks(sketcher._matrices(), sketcher.modules_)
+    if method == "transpose":
+        return TransposeDecoder(structure, blocks, sketcher._engine_params[2])
+    return LstsqDecoder(structure, blocks.stack(structure.layout),
+                        max_active=max_active, tol=tol)

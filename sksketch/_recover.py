@@ -1,0 +1,356 @@
+"""SketchAttributeRecoverer: attributes, counts and module trees from sketches."""
+
+from collections.abc import Mapping, Sequence
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.utils import Bunch
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_array, check_is_fitted
+
+from ._batch import RecordBatch, as_batch
+from ._decode import Structure, kept_coordinates, make_decoder
+from ._records import ActivationRecord, canonical_slot
+from ._sketch import RecursiveSketcher
+from ._unroll import ColumnLayout, unroll
+
+
+def _is_records(X):
+    if isinstance(X, RecordBatch):
+        return True
+    if isinstance(X, Sequence) and not isinstance(X, str) and len(X) > 0:
+        return isinstance(X[0], ActivationRecord | Mapping)
+    return False
+
+
+def path_name(path):
+    """``"output/cat"`` for the module path ``("output", "cat")``."""
+    return "/".join(path)
+
+
+class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
+    """Recover counts, attributes and module trees from sketches.
+
+    A transformer over sketches: ``transform`` turns each sketch into, for
+    every module path learned at ``fit``, the estimated weighted count of the
+    objects on that path and their mean attributes. ``recover``,
+    ``statistics`` and ``unroll`` answer finer questions. All of them accept
+    sketches whose trailing coordinates were erased (``(n, d')`` with
+    ``d' < d``), or any subset of coordinates given as ``kept=``.
+
+    Parameters
+    ----------
+    sketcher : RecursiveSketcher, default=None
+        The sketcher that made (or will make) the sketches. A fitted one is
+        used as it is; an unfitted one (or ``None``: ``RecursiveSketcher()``)
+        is cloned and fitted on the records given to ``fit``.
+    method : {"lstsq", "transpose"}, default="lstsq"
+        ``"lstsq"`` solves for all unknowns at once over the stacked path
+        blocks: exact (to float precision) while the active unknowns are at
+        most ``max_active`` times the kept coordinates. ``"transpose"`` is the
+        paper's decoder: each quantity read through transposed matrices, with
+        an additive error of order ``||S|| sqrt(dim / d)``.
+    max_depth : int, default=None
+        Longest module path (counted in modules) to learn and decode; None
+        learns every depth present in the records.
+    max_active : float, default=0.5
+        With ``method="lstsq"``: when the unknowns exceed this fraction of
+        the kept coordinates, a group orthogonal matching pursuit over the
+        path blocks looks for at most that many active unknowns.
+    tol : float, default=1e-10
+        Matching pursuit stops when the residual is below ``tol * ||S||``.
+    threshold : float, default=0.5
+        Weighted count above which a path counts as present: it is used by
+        ``unroll``, and means are reported as 0 below it.
+
+    Attributes
+    ----------
+    sketcher_ : RecursiveSketcher
+        The fitted sketcher.
+    paths_ : list of tuple of str
+        The module paths learned, sorted; ``transform`` reports them in order.
+    slots_ : dict of tuple to list
+        For each path, the slots its objects occupied in the records.
+    n_features_in_ : int
+        The sketch dimension ``d``.
+
+    See Also
+    --------
+    RecursiveSketcher : Make the sketches.
+    erase : Keep a prefix or a subset of the coordinates of sketches.
+
+    Notes
+    -----
+    A sketch is linear in, for every module path ``P``, the weighted count
+    ``c_P`` of its objects, and for every slot ``s`` their weighted attribute
+    sum ``u_{P,s}``. ``transform`` reports ``c_P`` and ``sum_s u_{P,s} / c_P``.
+    To use the recoverer in a Pipeline on records, let it wrap the sketcher:
+    ``make_pipeline(SketchAttributeRecoverer(RecursiveSketcher()), model)``
+    -- ``fit`` fits the sketcher on the records, and ``transform`` given
+    records sketches them first.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sksketch import (RecursiveSketcher, SketchAttributeRecoverer,
+    ...                       make_activation_records)
+    >>> records, _ = make_activation_records(50, random_state=0)
+    >>> recoverer = SketchAttributeRecoverer(
+    ...     RecursiveSketcher(512, random_state=0)).fit(records)
+    >>> S = recoverer.sketcher_.transform(records)
+    >>> features = recoverer.transform(S)
+    >>> names = recoverer.get_feature_names_out()
+    >>> counts = features[:, list(names).index("L0M0:count")]
+    >>> true = [sum(m == "L0M0" for m in (r.modules[r.ids.index(i)]
+    ...             for i in r.roots)) for r in records]
+    >>> bool(np.allclose(counts, true))
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "sketcher": [HasMethods(["fit", "transform"]), None],
+        "method": [StrOptions({"lstsq", "transpose"})],
+        "max_depth": [Interval(Integral, 1, None, closed="left"), None],
+        "max_active": [Interval(Real, 0, 1, closed="right")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "threshold": [Interval(Real, 0, None, closed="left")],
+    }
+
+    def __init__(self, sketcher=None, *, method="lstsq", max_depth=None,
+                 max_active=0.5, tol=1e-10, threshold=0.5):
+        self.sketcher = sketcher
+        self.method = method
+        self.max_depth = max_depth
+        self.max_active = max_active
+        self.tol = tol
+        self.threshold = threshold
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Fit the sketcher if needed and learn the module paths of the records.
+
+        Parameters
+        ----------
+        X : sequence of ActivationRecord or dict, or RecordBatch
+            Records of the network whose sketches will be decoded.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : SketchAttributeRecoverer
+        """
+        sketcher = RecursiveSketcher() if self.sketcher is None else self.sketcher
+        batch = as_batch(X)
+        if hasattr(sketcher, "seed_"):
+            sketcher._check_modules(batch, allow_new=False)
+            self.sketcher_ = sketcher
+        else:
+            self.sketcher_ = clone(sketcher).fit(batch)
+        self._structure = Structure(_learned_items(batch, self.max_depth),
+                                    self.sketcher_.modules_)
+        self.paths_ = list(self._structure.paths)
+        self.slots_ = {path: list(slots)
+                       for path, slots in self._structure.slots_of.items()}
+        self.n_features_in_ = self.sketcher_._engine_params[0]
+        self.__dict__.pop("_decoder_cache", None)
+        return self
+
+    def _decoder(self):
+        decoder = getattr(self, "_decoder_cache", None)
+        if decoder is None:
+            decoder = self._decoder_cache = make_decoder(
+                self.method, self._structure, self.sketcher_,
+                max_active=self.max_active, tol=self.tol)
+        return decoder
+
+    def _decode(self, S, kept):
+        """Validate sketches; return (item coefficients, path sums, dtype)."""
+        check_is_fitted(self)
+        if _is_records(S):
+            S = self.sketcher_.transform(S)
+        S = check_array(S, dtype=[np.float64, np.float32], input_name="S")
+        kept = kept_coordinates(self.n_features_in_, S.shape[1], kept)
+        z, sums = self._decoder().decode(S.astype(np.float64, copy=False), kept)
+        return z, sums, S.dtype
+
+    def transform(self, X, kept=None):
+        """Counts and mean attributes of every learned path.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_sketches, n_kept), or records
+            Sketches, possibly with only their first ``n_kept`` coordinates
+            (or those in ``kept``). Records are sketched first.
+        kept : array-like of int or bool, default=None
+            Which coordinates the columns of ``X`` are; default a prefix.
+
+        Returns
+        -------
+        features : ndarray of shape (n_sketches, n_features_out)
+            Per path, in ``paths_`` order: the count, then the mean attributes
+            (named by :meth:`get_feature_names_out`).
+        """
+        z, sums, dtype = self._decode(X, kept)
+        structure = self._structure
+        counts = z[:, structure.presence_columns]
+        columns = []
+        for i in range(len(structure.paths)):
+            count = counts[:, i:i + 1]
+            path_sum = sums[:, structure.sum_offsets[i]:structure.sum_offsets[i + 1]]
+            mean = np.divide(path_sum, count, out=np.zeros_like(path_sum),
+                             where=count > self.threshold)
+            columns += [count, mean]
+        if not columns:
+            return np.zeros((z.shape[0], 0), dtype=dtype)
+        return np.hstack(columns).astype(dtype, copy=False)
+
+    def get_feature_names_out(self, input_features=None):
+        """``"{path}:count"`` and ``"{path}:mean{i}"`` for every learned path.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored: the input is sketches.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+        """
+        check_is_fitted(self)
+        names = []
+        for path in self._structure.paths:
+            name = path_name(path)
+            names.append(f"{name}:count")
+            names += [f"{name}:mean{i}"
+                      for i in range(self._structure.module_dims[path[-1]])]
+        return np.asarray(names, dtype=object)
+
+    def recover(self, S, path, *, kept=None):
+        """Attributes of the node at ``path``, from each sketch.
+
+        Parameters
+        ----------
+        S : array-like of shape (n_sketches, n_kept)
+        path : sequence of (module, slot)
+            From a root, e.g. ``[("output", 0), ("cat", 1)]``. The estimate is
+            the weighted attribute sum of every object whose module path from
+            a root is that path's modules and whose own slot is the last slot:
+            with unit weights and one such object, its attribute vector.
+        kept : array-like, default=None
+            Which coordinates the columns of ``S`` are; default a prefix.
+
+        Returns
+        -------
+        attributes : ndarray of shape (n_sketches, dim)
+        """
+        modules, slot = self._check_path(path)
+        z, _, dtype = self._decode(S, kept)
+        return z[:, self._structure.layout.columns((modules, slot))].astype(dtype)
+
+    def _check_path(self, path):
+        check_is_fitted(self)
+        if isinstance(path, str) or not isinstance(path, Sequence) or not path:
+            raise TypeError("path must be a non-empty sequence of (module, slot) "
+                            "pairs, e.g. [('output', 0), ('cat', 1)]")
+        try:
+            modules = tuple(str(module) for module, _ in path)
+            slot = canonical_slot(path[-1][1], "path")
+        except (TypeError, ValueError):
+            raise TypeError("path must be a sequence of (module, slot) pairs, "
+                            f"e.g. [('output', 0), ('cat', 1)]; got {path!r}") from None
+        if (modules, slot) not in self._structure.layout.index:
+            known = self.slots_.get(modules)
+            detail = (f"module path {path_name(modules)!r} was not seen in fit"
+                      if known is None else
+                      f"slot {slot!r} of {path_name(modules)!r} was not seen in "
+                      f"fit (seen: {known})")
+            raise ValueError(f"Cannot recover path {path!r}: {detail}")
+        return modules, slot
+
+    def statistics(self, S, module, *, kept=None):
+        """Count and mean attributes of a module's objects over the whole DAG.
+
+        Sums over every learned path that ends in ``module``.
+
+        Parameters
+        ----------
+        S : array-like of shape (n_sketches, n_kept)
+        module : str
+        kept : array-like, default=None
+
+        Returns
+        -------
+        statistics : Bunch
+            ``count`` (n_sketches,), the weighted count; ``sum`` (n_sketches,
+            dim), the weighted attribute sum; ``mean`` (n_sketches, dim),
+            ``sum / count`` where the count exceeds ``threshold``, else 0.
+        """
+        check_is_fitted(self)
+        structure = self._structure
+        ends = [i for i, p in enumerate(structure.paths) if p[-1] == module]
+        if not ends:
+            raise ValueError(f"module {module!r} ends no learned path; learned "
+                             f"modules: {sorted(self.sketcher_.modules_)}")
+        z, sums, dtype = self._decode(S, kept)
+        count = z[:, structure.presence_columns[ends]].sum(axis=1)
+        total = sum(sums[:, structure.sum_offsets[i]:structure.sum_offsets[i + 1]]
+                    for i in ends)
+        mean = np.divide(total, count[:, None], out=np.zeros_like(total),
+                         where=count[:, None] > self.threshold)
+        return Bunch(count=count.astype(dtype), sum=total.astype(dtype),
+                     mean=mean.astype(dtype))
+
+    def unroll(self, s, *, threshold=None, kept=None):
+        """The tree of modules present in one sketch, with their counts.
+
+        Parameters
+        ----------
+        s : array-like of shape (n_kept,)
+            One sketch.
+        threshold : float, default=None
+            Count above which a path is present; default ``self.threshold``.
+        kept : array-like, default=None
+
+        Returns
+        -------
+        tree : dict
+            ``{module: {"count": c, "children": {...}}}`` from the roots down,
+            for every learned path whose estimated count exceeds the
+            threshold (and whose parent path is present).
+        """
+        s = np.asarray(s)
+        if s.ndim != 1:
+            raise ValueError(f"unroll takes one sketch (1-D); got shape {s.shape}")
+        threshold = self.threshold if threshold is None else threshold
+        z, _, _ = self._decode(s[None, :], kept)
+        counts = z[0, self._structure.presence_columns]
+        tree = {}
+        nodes = {(): tree}
+        for path, count in zip(self._structure.paths, counts.tolist()):
+            parent = nodes.get(path[:-1])
+            if count > threshold and parent is not None:
+                node = parent[path[-1]] = {"count": count, "children": {}}
+                nodes[path] = node["children"]
+        return tree
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_decoder_cache", None)
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # fit takes records (dicts); transform takes sketches (arrays).
+        tags.input_tags.two_d_array = False
+        tags.input_tags.dict = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+def _learned_items(batch, max_depth):
+    """Every (path, slot) of the records, down to ``max_depth``."""
+    unrolled = unroll(batch, max_depth=max_depth)
+    return [item for item in ColumnLayout.from_unrolled(batch, unrolled).items
+            if item[1] is not None]
