@@ -9,6 +9,7 @@ from ._datasets import SyntheticNetwork, make_activation_records
 
 # recover / statistics
 from ._decode import erase
+from ._dimension import suggest_sketch_dim
 from ._io import read_records, write_records
 from ._records import ActivationObject, ActivationRecord, merge_records
 from ._recover import SketchAttributeRecoverer
@@ -29,5 +30,6 @@ __all__ = [
     "make_activation_records",
     "merge_records",
     "read_records",
+    "suggest_sketch_dim",
     "write_records",
 ]

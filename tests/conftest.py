@@ -41,3 +41,34 @@ def dag_records():
     rng = np.random.default_rng(0)
     return [random_dag_record(rng, n_objects=int(rng.integers(1, 16)))
             for _ in range(25)]
+
+
+def path_statistics(record):
+    """Ground truth by walking every root-to-object path of a record.
+
+    Returns ``(count, slot_sum)``: the weighted count of every module path,
+    and the weighted attribute sum of every (module path, slot), where an
+    object's weight along a walk is the product of the weights on it.
+    """
+    objects = {obj.id: obj for obj in record.objects}
+    count, slot_sum = {}, {}
+
+    def walk(obj, prefix, weight):
+        path, weight = prefix + (obj.module,), weight * obj.weight
+        count[path] = count.get(path, 0.0) + weight
+        key = (path, obj.slot)
+        slot_sum[key] = slot_sum.get(key, 0.0) + weight * obj.attributes
+        for child in obj.inputs:
+            walk(objects[child], path, weight)
+
+    for root in record.roots:
+        walk(objects[root], (), 1.0)
+    return count, slot_sum
+
+
+def path_sums(slot_sum):
+    """Weighted attribute sum of every path, over its slots."""
+    sums = {}
+    for (path, _), value in slot_sum.items():
+        sums[path] = sums.get(path, 0.0) + value
+    return sums

@@ -1,0 +1,79 @@
+"""Choosing the sketch dimension (SPEC section 7)."""
+
+import math
+from numbers import Integral, Real
+
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+
+from ._batch import as_batch
+from ._unroll import ColumnLayout, unroll
+
+# Transpose decoding of a path of L modules: each wrapper (I + R)/2 is undone
+# by 2 W^T, which doubles the variance of what the path reads from the rest
+# of the sketch (E||W^T v||^2 = ||v||^2 / 2, scaled by 4), and the fourth
+# moment of W^T W adds a quarter per level on the path's own terms
+# (E||W^T W v||^2 = 5/16 ||v||^2 = 5/4 * (1/2)^2 ||v||^2). So the error of a
+# node's attributes is about (2 * (5/4)^2)^(L/2) ||S|| sqrt(dim / d).
+_TRANSPOSE_VARIANCE_PER_LEVEL = 2 * (5 / 4) ** 2
+
+
+@validate_params(
+    {
+        "records": ["array-like", object],
+        "method": [StrOptions({"lstsq", "transpose"})],
+        "error": [Interval(Real, 0, None, closed="neither")],
+        "max_depth": [Interval(Integral, 1, None, closed="left"), None],
+        "max_active": [Interval(Real, 0, 1, closed="right")],
+    },
+    prefer_skip_nested_validation=True,
+)
+def suggest_sketch_dim(records, *, method="lstsq", error=0.1, max_depth=None,
+                       max_active=0.5):
+    """The smallest sketch dimension that decodes records of this shape.
+
+    Parameters
+    ----------
+    records : sequence of ActivationRecord or dict, or RecordBatch
+        Records of the network, as :class:`SketchAttributeRecoverer` would be
+        fitted on.
+    method : {"lstsq", "transpose"}, default="lstsq"
+        The decoder to plan for.
+
+        - ``"lstsq"``: exact recovery needs the unknowns (a count per module
+          path, ``dim`` attributes per path and slot) to be at most
+          ``max_active * d``: returns ``ceil(n_unknowns / max_active)``.
+        - ``"transpose"``: the error on a node's attributes, relative to the
+          sketch norm, is about ``kappa^L sqrt(dim / d)`` for a path of ``L``
+          modules, with ``kappa^2 = 2 * (5/4)^2`` (the wrappers'
+          ``(I + R)/2``); returns the ``d`` that brings it to ``error`` for
+          the longest path and the largest ``dim``.
+    error : float, default=0.1
+        With ``method="transpose"``: the relative error to reach.
+    max_depth : int, default=None
+        Longest module path to decode, as in SketchAttributeRecoverer.
+    max_active : float, default=0.5
+        With ``method="lstsq"``: the largest unknowns-to-``d`` ratio decoded
+        exactly, as in SketchAttributeRecoverer.
+
+    Returns
+    -------
+    sketch_dim : int
+
+    Examples
+    --------
+    >>> from sksketch import make_activation_records, suggest_sketch_dim
+    >>> records, _ = make_activation_records(100, random_state=0)
+    >>> suggest_sketch_dim(records)
+    180
+    """
+    batch = as_batch(records)
+    unrolled = unroll(batch, max_depth=max_depth)
+    if not unrolled.paths:
+        raise ValueError("the records have no objects: nothing to decode")
+    dims = batch.module_dims
+    if method == "lstsq":
+        n_unknowns = ColumnLayout.from_unrolled(batch, unrolled).n_columns
+        return int(math.ceil(n_unknowns / max_active))
+    depth = max(len(path) for path in unrolled.paths)
+    dim = max(max(dims[path[-1]] for path in unrolled.paths), 1)
+    return int(math.ceil(_TRANSPOSE_VARIANCE_PER_LEVEL ** depth * dim / error**2))

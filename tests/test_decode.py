@@ -1,0 +1,278 @@
+"""The decoding guarantees of SPEC section 4, checked statistically."""
+
+import numpy as np
+import pytest
+
+from sksketch import (
+    ActivationRecord,
+    RecursiveSketcher,
+    SketchAttributeRecoverer,
+    erase,
+    make_activation_records,
+    merge_records,
+)
+
+from .conftest import path_statistics, path_sums
+
+
+def _truth(records, recoverer):
+    """Counts and means per learned path, and every (path, slot) sum."""
+    counts, means, slots = [], [], []
+    for record in records:
+        count, slot_sum = path_statistics(record)
+        sums = path_sums(slot_sum)
+        counts.append([count.get(p, 0.0) for p in recoverer.paths_])
+        means.append(np.concatenate([
+            sums[p] / count[p] if count.get(p, 0.0) > recoverer.threshold
+            else np.zeros(recoverer.sketcher_.modules_[p[-1]])
+            for p in recoverer.paths_]))
+        slots.append(slot_sum)
+    return np.array(counts), np.array(means), slots
+
+
+def _split_features(features, recoverer):
+    """(counts, means) columns of transform's output."""
+    names = recoverer.get_feature_names_out()
+    is_count = np.array([n.endswith(":count") for n in names])
+    return features[:, is_count], features[:, ~is_count]
+
+
+@pytest.fixture(scope="module")
+def depth3_records():
+    # Depth 3, shared children, several roots, random weights.
+    records, _ = make_activation_records(120, n_modules=6, depth=3, n_roots=(2, 3),
+                                         shared_fraction=0.4, weights="random",
+                                         random_state=0)
+    return records
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lstsq_is_exact_when_unknowns_are_under_half_of_d(depth3_records, seed):
+    sketch_dim = 512
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(sketch_dim, random_state=seed)).fit(depth3_records)
+    assert recoverer._structure.n_unknowns < sketch_dim / 2
+    sketches = recoverer.sketcher_.transform(depth3_records)
+    counts, means = _split_features(recoverer.transform(sketches), recoverer)
+    true_counts, true_means, slots = _truth(depth3_records, recoverer)
+    np.testing.assert_allclose(counts, true_counts, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(means, true_means, rtol=0, atol=1e-8)
+    # Node attributes at a path: the (path, last slot) sum.
+    for (path, slot), value in list(slots[0].items())[:10]:
+        query = [(module, 0) for module in path[:-1]] + [(path[-1], slot)]
+        recovered = recoverer.recover(sketches[:1], query)[0]
+        np.testing.assert_allclose(recovered, value, rtol=0, atol=1e-8)
+
+
+def test_recover_returns_a_unique_nodes_attributes():
+    record = ActivationRecord([
+        {"id": "out", "module": "output", "attributes": [0.7], "inputs": ["c0", "c1"]},
+        {"id": "c0", "module": "cat", "attributes": [1.0, 0.2, 0.5], "inputs": ["e"]},
+        {"id": "c1", "module": "cat", "attributes": [3.0, -1.0, 0.0]},
+        {"id": "e", "module": "edge", "attributes": [0.1, 0.3]}])
+    recoverer = SketchAttributeRecoverer(RecursiveSketcher(128, random_state=0))
+    recoverer.fit([record])
+    s = recoverer.sketcher_.transform([record])
+    np.testing.assert_allclose(recoverer.recover(s, [("output", 0), ("cat", 1)]),
+                               [[3.0, -1.0, 0.0]], atol=1e-10)
+    np.testing.assert_allclose(
+        recoverer.recover(s, [("output", 0), ("cat", 0), ("edge", 0)]),
+        [[0.1, 0.3]], atol=1e-10)
+    stats = recoverer.statistics(s, "cat")
+    np.testing.assert_allclose(stats.count, [2.0], atol=1e-10)
+    np.testing.assert_allclose(stats.mean, [[2.0, -0.4, 0.25]], atol=1e-10)
+
+
+def test_statistics_sum_every_path_ending_in_the_module(depth3_records):
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(512, random_state=0)).fit(depth3_records)
+    sketches = recoverer.sketcher_.transform(depth3_records[:20])
+    stats = recoverer.statistics(sketches, "L2M0")
+    for i, record in enumerate(depth3_records[:20]):
+        count, slot_sum = path_statistics(record)
+        expected_count = sum(c for p, c in count.items() if p[-1] == "L2M0")
+        expected_sum = sum((v for (p, _), v in slot_sum.items() if p[-1] == "L2M0"),
+                           np.zeros(4))
+        np.testing.assert_allclose(stats.count[i], expected_count, atol=1e-8)
+        np.testing.assert_allclose(stats.sum[i], expected_sum, atol=1e-8)
+
+
+def test_group_pursuit_is_exact_for_sparse_sketches():
+    # More unknowns than d/2 (so no pseudo-inverse): each sketch uses a few
+    # blocks. Orthogonal matching pursuit recovers k active unknowns out of p
+    # when d exceeds about 2 k log(p / k): with p = 297 and d = 256, k < d/4
+    # meets that.
+    records, _ = make_activation_records(150, n_modules=9, depth=3, fan_in=3,
+                                         n_roots=(1, 2), shared_fraction=0.3,
+                                         weights="random", random_state=0)
+    sketch_dim = 256
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(sketch_dim, random_state=0)).fit(records)
+    n_unknowns = recoverer._structure.n_unknowns
+    assert n_unknowns > sketch_dim / 2
+    sketches = recoverer.sketcher_.transform(records)
+    counts, means = _split_features(recoverer.transform(sketches), recoverer)
+    true_counts, true_means, _ = _truth(records, recoverer)
+    dims = recoverer.sketcher_.modules_
+    # active unknowns: a count per path, dim attributes per (path, slot)
+    active = np.array([len(count) + sum(dims[p[-1]] for p, _ in slot_sum)
+                       for count, slot_sum in map(path_statistics, records)])
+    sparse = active < sketch_dim / 4
+    assert sparse.sum() >= 30
+    np.testing.assert_allclose(counts[sparse], true_counts[sparse], atol=1e-8)
+    np.testing.assert_allclose(means[sparse], true_means[sparse], atol=1e-8)
+
+
+def _transpose_errors(records, sketch_dim, kept=None):
+    """Per (path, slot) node error, relative to ||S|| sqrt(dim/d), by length."""
+    recoverer = SketchAttributeRecoverer(RecursiveSketcher(sketch_dim, random_state=0),
+                                         method="transpose").fit(records)
+    sketches = recoverer.sketcher_.transform(records)
+    norms = np.linalg.norm(sketches, axis=1)
+    if kept is not None:
+        sketches = sketches[:, kept]
+    errors = {}
+    for record, sketch, norm in zip(records, sketches, norms):
+        _, slot_sum = path_statistics(record)
+        for (path, slot), value in slot_sum.items():
+            query = [(m, 0) for m in path[:-1]] + [(path[-1], slot)]
+            estimate = recoverer.recover(sketch[None], query, kept=kept)[0]
+            scale = norm * np.sqrt(value.size / sketch_dim)
+            errors.setdefault(len(path), []).append(
+                np.linalg.norm(estimate - value) / scale)
+    return {length: np.array(e) for length, e in errors.items()}
+
+
+@pytest.fixture(scope="module")
+def chain_network_records():
+    # Three modules, one per layer: small enough for d = 4096 in a test.
+    records, _ = make_activation_records(40, n_modules=3, depth=3, n_roots=(1, 2),
+                                         n_children=(1, 2), random_state=0)
+    return records
+
+
+def test_transpose_error_bound_and_decay(chain_network_records):
+    # Error of a node read through a path of L modules: about
+    # kappa^L ||S|| sqrt(m/d), kappa^2 = 2 (5/4)^2 (see _dimension.py); the
+    # bound allows a factor 2 for the tail of the chi distribution.
+    kappa = np.sqrt(2 * (5 / 4) ** 2)
+    mean_error = {}
+    for sketch_dim in (256, 1024, 4096):
+        errors = _transpose_errors(chain_network_records, sketch_dim)
+        for length, values in errors.items():
+            assert np.quantile(values, 0.99) <= 2 * kappa**length, (sketch_dim, length)
+        all_errors = np.concatenate(list(errors.values()))
+        # absolute error = normalized error * ||S|| sqrt(m/d)
+        mean_error[sketch_dim] = all_errors.mean() / np.sqrt(sketch_dim)
+    # Falls like 1/sqrt(d): a factor 2 per 4x in d, within 25%.
+    for small, large in [(256, 1024), (1024, 4096)]:
+        assert 2 / 1.25 <= mean_error[small] / mean_error[large] <= 2 * 1.25
+
+
+def test_erasure_grows_smoothly_for_transpose(chain_network_records):
+    sketch_dim = 1024
+    full = np.concatenate(list(_transpose_errors(chain_network_records,
+                                                 sketch_dim).values()))
+    quarter = np.concatenate(list(_transpose_errors(
+        chain_network_records, sketch_dim, kept=np.arange(sketch_dim // 4)).values()))
+    # normalized by sqrt(m/d) with the full d: undo to compare absolute errors
+    ratio = quarter.mean() / full.mean()
+    assert 1 < ratio <= 3 * np.sqrt(4)
+
+
+def test_erasure_random_subset(chain_network_records):
+    recoverer = SketchAttributeRecoverer(RecursiveSketcher(512, random_state=0)).fit(
+        chain_network_records)
+    sketches = recoverer.sketcher_.transform(chain_network_records)
+    erased, kept = erase(sketches, 0.5, random_state=0)
+    assert erased.shape == (len(sketches), 256) and np.all(np.diff(kept) > 0)
+    assert recoverer._structure.n_unknowns < 256 / 2
+    np.testing.assert_allclose(recoverer.transform(erased, kept=kept),
+                               recoverer.transform(sketches), atol=1e-8)
+
+
+def test_lstsq_stays_exact_under_erasure_while_unknowns_fit(depth3_records):
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(1024, random_state=0)).fit(depth3_records)
+    n_unknowns = recoverer._structure.n_unknowns
+    sketches = recoverer.sketcher_.transform(depth3_records)
+    expected = recoverer.transform(sketches)
+    kept = 2 * n_unknowns + 2  # unknowns < d'/2
+    assert kept < 1024
+    np.testing.assert_allclose(recoverer.transform(erase(sketches, kept)[0]), expected,
+                               atol=1e-8)
+
+
+def _renamed(records, prefix):
+    return [ActivationRecord([o._replace(module=prefix + o.module) for o in r.objects],
+                             outputs=r.roots) for r in records]
+
+
+def test_similarity_of_unrelated_records():
+    a, _ = make_activation_records(60, random_state=0, weights="random")
+    b, _ = make_activation_records(60, random_state=1, weights="random")
+    b = _renamed(b, "other_")  # no module path in common with a
+    sketch_dim = 512
+    sketcher = RecursiveSketcher(sketch_dim, random_state=0).fit(a + b)
+    sa, sb = sketcher.transform(a), sketcher.transform(b)
+    bound = 3 * np.outer(np.linalg.norm(sa, axis=1),
+                         np.linalg.norm(sb, axis=1)) / np.sqrt(sketch_dim)
+    # |<S1, S2>| is about N(0, ||S1||^2 ||S2||^2 / d): 3 sigma holds in 99.7%.
+    assert (np.abs(sa @ sb.T) <= bound).mean() >= 0.99
+
+
+def test_similarity_of_records_sharing_objects():
+    # SPEC 4.4: E<S1, S2> = sum over paths P of 2^-|P| (c1 c2 + <U1, U2>
+    # + sum_slots <u1, u2>): the presence terms, the path attribute sums (the
+    # subspace A) and the same-slot attributes (the node subspace N). The
+    # expectation is over the random matrices: every pair gets its own draw,
+    # so that the deviations are independent.
+    a, _ = make_activation_records(60, random_state=0, weights="random")
+    c, _ = make_activation_records(60, random_state=2, weights="random")
+    shared = [merge_records([x, y]) for x, y in zip(a, c)]
+    deviations = {}
+    for sketch_dim in (128, 512):
+        values = []
+        for seed, (x, y) in enumerate(zip(a, shared)):
+            sketcher = RecursiveSketcher(sketch_dim, random_state=seed).fit([y])
+            v1, v2 = sketcher.transform([x, y])
+            (c1, u1), (c2, u2) = path_statistics(x), path_statistics(y)
+            sums1, sums2 = path_sums(u1), path_sums(u2)
+            predicted = sum(2.0 ** -len(p) * (c1[p] * c2[p] + sums1[p] @ sums2[p])
+                            for p in c1)
+            predicted += sum(2.0 ** -len(p) * (u1[(p, s)] @ u2[(p, s)])
+                             for p, s in u1)
+            scale = np.linalg.norm(v1) * np.linalg.norm(v2) / np.sqrt(sketch_dim)
+            values.append((v1 @ v2 - predicted) / scale)
+        values = np.array(values)
+        # Unbiased: the mean deviation is within 4 standard errors of 0.
+        assert abs(values.mean()) <= 4 * values.std() / np.sqrt(values.size)
+        deviations[sketch_dim] = np.sqrt(np.mean(values**2))
+    # The deviation in units of ||S1|| ||S2|| / sqrt(d) does not depend on d:
+    # the absolute error falls like 1/sqrt(d).
+    assert 1 / 1.5 <= deviations[128] / deviations[512] <= 1.5
+
+
+def test_unroll_recovers_the_module_tree(depth3_records):
+    recoverer = SketchAttributeRecoverer(RecursiveSketcher(random_state=0))
+    recoverer.fit(depth3_records)  # the default sketch_dim
+    sketches = recoverer.sketcher_.transform(depth3_records)
+    for record, sketch in zip(depth3_records, sketches):
+        count, _ = path_statistics(record)
+        expected = {p for p, c in count.items() if c > recoverer.threshold}
+        found = _tree_paths(recoverer.unroll(sketch))
+        for path, estimate in found.items():
+            assert abs(estimate - count[path]) < 1e-6
+        # every present path whose parents are present, and nothing else
+        expected = {p for p in expected
+                    if all(p[:i] in expected for i in range(1, len(p)))}
+        assert set(found) == expected
+
+
+def _tree_paths(tree, prefix=()):
+    """{path: count} of every node of an unrolled tree."""
+    paths = {}
+    for module, node in tree.items():
+        paths[prefix + (module,)] = node["count"]
+        paths.update(_tree_paths(node["children"], prefix + (module,)))
+    return paths
