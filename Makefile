@@ -22,3 +22,4 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_sketch.py
+	$(BIN)/python benchmarks/bench_decode.py --plot

@@ -1,0 +1,156 @@
+"""Decoding speed and error against the sketch dimension and erasure.
+
+For both decoders of SketchAttributeRecoverer ("lstsq", "transpose") it
+measures, on the records of a synthetic 3-layer network:
+
+- sketches decoded per second (``transform``: counts and means of every path)
+  and the relative error of the decoded unknowns (per-path counts and
+  per-(path, slot) attribute sums) against the truth, for several d;
+- the same error when only the first d' < d coordinates are kept;
+- the speed of the group-OMP regime (more unknowns than d/2).
+
+Prints a table, writes ``benchmarks/results/bench_decode.json`` and, with
+``--plot``, ``docs/images/decode_error.png``.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sksketch import RecursiveSketcher, SketchAttributeRecoverer, make_activation_records
+from sksketch._batch import as_batch
+from sksketch._unroll import coefficients, unroll
+
+HERE = Path(__file__).parent
+
+
+def relative_error(recoverer, records, sketches, kept=None):
+    """||z_hat - z|| / ||z|| over all sketches, z the decoded unknowns."""
+    batch = as_batch(records)
+    truth = coefficients(batch, unroll(batch, max_depth=recoverer.max_depth),
+                         recoverer._structure.layout)
+    if kept is None:
+        kept = np.arange(sketches.shape[1])
+    estimate, _ = recoverer._decoder().decode(sketches, kept)
+    return float(np.linalg.norm(estimate - truth) / np.linalg.norm(truth))
+
+
+def decode_rate(recoverer, sketches):
+    recoverer.transform(sketches)  # factorize once
+    start = time.perf_counter()
+    recoverer.transform(sketches)
+    return sketches.shape[0] / (time.perf_counter() - start)
+
+
+def run(n_records, dims, erasure_dim):
+    records, _ = make_activation_records(n_records, n_modules=6, depth=3,
+                                         n_roots=(1, 2), shared_fraction=0.2,
+                                         random_state=0)
+    by_d, by_kept = [], []
+    for method in ("lstsq", "transpose"):
+        for d in dims:
+            recoverer = SketchAttributeRecoverer(RecursiveSketcher(d, random_state=0),
+                                                 method=method).fit(records)
+            sketches = recoverer.sketcher_.transform(records)
+            by_d.append({"method": method, "sketch_dim": d,
+                         "n_unknowns": recoverer._structure.n_unknowns,
+                         "sketches_per_s": decode_rate(recoverer, sketches),
+                         "relative_error": relative_error(recoverer, records,
+                                                          sketches)})
+        recoverer = SketchAttributeRecoverer(
+            RecursiveSketcher(erasure_dim, random_state=0), method=method).fit(records)
+        sketches = recoverer.sketcher_.transform(records)
+        for fraction in (1, 2, 4, 8, 16, 32, 64):
+            kept = erasure_dim // fraction
+            by_kept.append({"method": method, "sketch_dim": erasure_dim,
+                            "kept": kept,
+                            "relative_error": relative_error(
+                                recoverer, records, sketches[:, :kept],
+                                np.arange(kept))})
+    # Group OMP: a wider network, more unknowns than d/2.
+    wide, _ = make_activation_records(n_records, n_modules=9, depth=3, fan_in=3,
+                                      n_roots=(1, 2), shared_fraction=0.3,
+                                      random_state=0)
+    recoverer = SketchAttributeRecoverer(RecursiveSketcher(256, random_state=0)).fit(
+        wide)
+    sketches = recoverer.sketcher_.transform(wide)
+    omp = {"sketch_dim": 256, "n_unknowns": recoverer._structure.n_unknowns,
+           "sketches_per_s": decode_rate(recoverer, sketches),
+           "relative_error": relative_error(recoverer, wide, sketches)}
+    return by_d, by_kept, omp
+
+
+def plot(by_d, by_kept, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for method, marker in (("transpose", "o"), ("lstsq", "s")):
+        rows = [r for r in by_d if r["method"] == method]
+        left.loglog([r["sketch_dim"] for r in rows],
+                    [max(r["relative_error"], 1e-16) for r in rows], marker=marker,
+                    label=method)
+        rows = [r for r in by_kept if r["method"] == method]
+        right.loglog([r["kept"] for r in rows],
+                     [max(r["relative_error"], 1e-16) for r in rows], marker=marker,
+                     label=method)
+    rows = [r for r in by_d if r["method"] == "transpose"]
+    d0, e0 = rows[0]["sketch_dim"], rows[0]["relative_error"]
+    ds = np.array([r["sketch_dim"] for r in rows])
+    left.loglog(ds, e0 * np.sqrt(d0 / ds), "k:", label=r"$\propto 1/\sqrt{d}$")
+    left.set(xlabel="sketch dimension d", ylabel="relative error of the unknowns",
+             title="Error against d")
+    right.set(xlabel="coordinates kept d'", title=f"Erasure (d = {by_kept[0]['sketch_dim']})")
+    for axis, rows in ((left, by_d), (right, by_kept)):
+        ticks = sorted({r["kept" if axis is right else "sketch_dim"] for r in rows})
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(ticks, [str(t) for t in ticks])
+        axis.minorticks_off()
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-records", type=int, default=400)
+    parser.add_argument("--dims", type=int, nargs="+",
+                        default=[256, 512, 1024, 2048, 4096])
+    parser.add_argument("--erasure-dim", type=int, default=2048)
+    parser.add_argument("--plot", action="store_true")
+    parser.add_argument("--out", default=str(HERE / "results" / "bench_decode.json"))
+    args = parser.parse_args()
+    by_d, by_kept, omp = run(args.n_records, args.dims, args.erasure_dim)
+
+    print(f"{args.n_records} records, {by_d[0]['n_unknowns']} unknowns")
+    print(f"{'method':>9} {'d':>5} {'sketches/s':>11} {'rel. error':>11}")
+    for r in by_d:
+        print(f"{r['method']:>9} {r['sketch_dim']:>5} {r['sketches_per_s']:>11,.0f} "
+              f"{r['relative_error']:>11.2e}")
+    print(f"\n{'method':>9} {'d':>5} {'kept':>5} {'rel. error':>11}")
+    for r in by_kept:
+        print(f"{r['method']:>9} {r['sketch_dim']:>5} {r['kept']:>5} "
+              f"{r['relative_error']:>11.2e}")
+    print(f"\ngroup OMP: d={omp['sketch_dim']}, {omp['n_unknowns']} unknowns, "
+          f"{omp['sketches_per_s']:,.0f} sketches/s, relative error "
+          f"{omp['relative_error']:.2e}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"by_dim": by_d, "by_kept": by_kept,
+                               "group_omp": omp}, indent=2))
+    print(f"wrote {out}")
+    if args.plot:
+        image = HERE.parent / "docs" / "images" / "decode_error.png"
+        plot(by_d, by_kept, image)
+        print(f"wrote {image}")
+
+
+if __name__ == "__main__":
+    main()
