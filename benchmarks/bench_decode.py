@@ -20,7 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sksketch import RecursiveSketcher, SketchAttributeRecoverer, make_activation_records
+from sksketch import (
+    RecursiveSketcher,
+    SketchAttributeRecoverer,
+    make_activation_records,
+)
 from sksketch._batch import as_batch
 from sksketch._unroll import coefficients, unroll
 
