@@ -109,7 +109,8 @@ def plot(by_d, by_kept, path):
     left.loglog(ds, e0 * np.sqrt(d0 / ds), "k:", label=r"$\propto 1/\sqrt{d}$")
     left.set(xlabel="sketch dimension d", ylabel="relative error of the unknowns",
              title="Error against d")
-    right.set(xlabel="coordinates kept d'", title=f"Erasure (d = {by_kept[0]['sketch_dim']})")
+    right.set(xlabel="coordinates kept d'",
+              title=f"Erasure (d = {by_kept[0]['sketch_dim']})")
     for axis, rows in ((left, by_d), (right, by_kept)):
         ticks = sorted({r["kept" if axis is right else "sketch_dim"] for r in rows})
         axis.set_xscale("log", base=2)
