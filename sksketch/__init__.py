@@ -11,6 +11,9 @@ from ._datasets import SyntheticNetwork, make_activation_records
 from ._decode import erase
 from ._dimension import suggest_sketch_dim
 from ._io import read_records, write_records
+
+# dictionary learning
+from ._network import NetworkRecoveryDictionaryLearner, score_network_recovery
 from ._records import ActivationObject, ActivationRecord, merge_records
 from ._recover import SketchAttributeRecoverer
 
@@ -22,6 +25,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "ActivationObject",
     "ActivationRecord",
+    "NetworkRecoveryDictionaryLearner",
     "RecordBatch",
     "RecursiveSketcher",
     "SketchAttributeRecoverer",
@@ -30,6 +34,7 @@ __all__ = [
     "make_activation_records",
     "merge_records",
     "read_records",
+    "score_network_recovery",
     "suggest_sketch_dim",
     "write_records",
 ]

@@ -75,6 +75,7 @@ def _range_param(value, name):
         "n_roots": [Interval(Integral, 1, None, closed="left"), tuple],
         "n_children": [Interval(Integral, 0, None, closed="left"), tuple],
         "branching": [StrOptions({"all", "one"})],
+        "connectivity": [StrOptions({"tree", "dense"})],
         "shared_fraction": [Interval(Real, 0, 1, closed="both")],
         "weights": [StrOptions({"unit", "random"})],
         "class_sep": [Interval(Real, 0, None, closed="left")],
@@ -86,7 +87,8 @@ def _range_param(value, name):
 )
 def make_activation_records(n_records=100, *, n_modules=6, depth=3, fan_in=2,
                             attribute_dim=4, n_classes=3, n_roots=(1, 2),
-                            n_children=(1, 2), branching="all", shared_fraction=0.2,
+                            n_children=(1, 2), branching="all", connectivity="tree",
+                            shared_fraction=0.2,
                             weights="unit", class_sep=1.0, noise=0.1,
                             random_state=None, return_network=False):
     """Make records of a synthetic layered modular network.
@@ -121,9 +123,15 @@ def make_activation_records(n_records=100, *, n_modules=6, depth=3, fan_in=2,
         wires, or from one of them drawn at random. ``branching="one"`` with
         ``n_roots=1`` and ``n_children=1`` makes every record one chain from
         an output module to a leaf.
+    connectivity : {"tree", "dense"}, default="tree"
+        ``"tree"``: each object consumes its own children (some shared, see
+        ``shared_fraction``). ``"dense"``: every object of a module consumes
+        every object of each child module it is wired to in the record, as a
+        fully connected layer does; a module path's objects then follow from
+        which modules fired, without the edges.
     shared_fraction : float, default=0.2
-        Probability that a consumed object is one already in the record (a
-        shared child) rather than a new one.
+        With ``connectivity="tree"``: probability that a consumed object is
+        one already in the record (a shared child) rather than a new one.
     weights : {"unit", "random"}, default="unit"
         Object weights: all 1, or uniform in [0.1, 1].
     class_sep : float, default=1.0
@@ -199,8 +207,9 @@ def make_activation_records(n_records=100, *, n_modules=6, depth=3, fan_in=2,
                                tuple(class_wiring), tuple(class_means))
 
     labels = rng.randint(n_classes, size=n_records)
-    records = [_make_record(network, label, n_roots, n_children, branching,
-                            shared_fraction, weights, noise, rng)
+    make = _make_record if connectivity == "tree" else _make_dense_record
+    records = [make(network, label, n_roots, n_children, branching,
+                    shared_fraction, weights, noise, rng)
                for label in labels]
     if return_network:
         return records, labels, network
@@ -238,4 +247,48 @@ def _make_record(network, label, n_roots, n_children, branching, shared_fraction
     roots = network.class_roots[label]
     for ordinal in range(rng.randint(n_roots[0], n_roots[1] + 1)):
         emit(roots[rng.randint(len(roots))], ordinal)
+    return ActivationRecord(objects)
+
+
+def _make_dense_record(network, label, n_roots, n_children, branching,
+                       shared_fraction, weights, noise, rng):
+    """Layer by layer: which modules fire, how many objects, all-to-all edges."""
+    del shared_fraction  # every child is shared by all its parents here
+    wiring = network.class_wiring[label]
+    means = network.class_means[label]
+    objects = []
+
+    def emit(module, slot):
+        dim = network.module_dims[module]
+        obj = {"id": len(objects), "module": module, "slot": slot, "inputs": [],
+               "attributes": means[module] + noise * rng.standard_normal(dim),
+               "weight": 1.0 if weights == "unit" else rng.uniform(0.1, 1.0)}
+        objects.append(obj)
+        return obj
+
+    roots = network.class_roots[label]
+    by_module = {}
+    for _ in range(rng.randint(n_roots[0], n_roots[1] + 1)):
+        module = roots[rng.randint(len(roots))]
+        by_module.setdefault(module, []).append(
+            emit(module, len(by_module.get(module, ()))))
+    for _ in network.layers[1:]:
+        fired = {}  # child module -> parent modules that consume it
+        for module in by_module:
+            children = wiring.get(module, ())
+            if branching == "one" and children:
+                children = (children[rng.randint(len(children))],)
+            for child in children:
+                fired.setdefault(child, []).append(module)
+        layer = {}
+        for child in sorted(fired):
+            count = rng.randint(n_children[0], n_children[1] + 1)
+            layer[child] = [emit(child, ordinal) for ordinal in range(count)]
+            # The class decides which modules fire; the network's fixed
+            # wiring decides who consumes them.
+            for parent_module in by_module:
+                if child in network.wiring.get(parent_module, ()):
+                    for parent in by_module[parent_module]:
+                        parent["inputs"] += [obj["id"] for obj in layer[child]]
+        by_module = layer
     return ActivationRecord(objects)

@@ -1,10 +1,11 @@
 """scikit-learn's common estimator checks, wherever they apply.
 
-Both estimators fit on records (lists of dicts), not arrays; their tags say
-so (``input_tags.two_d_array=False``, ``dict=True``), and
-``parametrize_with_checks`` then yields no check at all. So the checks that
-do not fit on arrays run here one by one; the ones that fit on arrays are
-listed, each with the reason it cannot apply. Transforming arrays (the
+NetworkRecoveryDictionaryLearner fits on sketches (arrays): it runs every
+check. RecursiveSketcher and SketchAttributeRecoverer fit on records (lists
+of dicts), not arrays; their tags say so (``input_tags.two_d_array=False``,
+``dict=True``), and ``parametrize_with_checks`` then yields no check at all.
+So the checks that do not fit on arrays run here one by one; the ones that
+fit on arrays are listed, each with the reason it cannot apply. Transforming arrays (the
 recoverer's sketches: dtypes, shapes, feature names, set_output, pickling,
 clone) is checked in test_recover.py; the sketcher's pipelines, model
 selection and pickling in test_sketch.py and test_sklearn_integration.py.
@@ -13,8 +14,19 @@ selection and pickling in test_sketch.py and test_sklearn_integration.py.
 import pytest
 from sklearn.exceptions import SkipTestWarning
 from sklearn.utils import estimator_checks
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sksketch import RecursiveSketcher, SketchAttributeRecoverer
+from sksketch import (
+    NetworkRecoveryDictionaryLearner,
+    RecursiveSketcher,
+    SketchAttributeRecoverer,
+)
+
+
+@parametrize_with_checks([NetworkRecoveryDictionaryLearner(random_state=0)])
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
 
 ESTIMATORS = [RecursiveSketcher(), SketchAttributeRecoverer()]
 

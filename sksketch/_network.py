@@ -1,0 +1,626 @@
+"""NetworkRecoveryDictionaryLearner: learn the path blocks and the wiring.
+
+From many sketches of a sketcher whose random matrices are unknown, recover
+the sketch function as seen from the top -- the path blocks -- and the
+network's wiring (SPEC section 5). A sketch is block-linear,
+``S = sum_P G_P z_P`` over the module paths a record activates:
+
+- with the records (``fit(S, records)``), each candidate path's coefficients
+  ``z_P`` are known, so the blocks follow by block-sparse regression;
+- from sketches alone (``fit(S)``), records activating the same paths lie in
+  one subspace: clustering the sketches into subspaces and intersecting them
+  gives the blocks and the tree of paths.
+"""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from scipy.sparse.csgraph import connected_components
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils import Bunch, check_random_state
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._batch import as_batch
+from ._recover import _is_records, path_name
+
+
+class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
+    """Recover a sketcher's path blocks and the network's wiring from sketches.
+
+    Parameters
+    ----------
+    layers : list of list of str, default=None
+        The architecture's layers in the order the network computes them
+        (inputs first), e.g. ``[["conv1"], ["conv2a", "conv2b"], ["fc"]]``.
+        Only used with records: every sequence of modules from the last
+        layer down, one layer at a time, whose modules fire in a record, is a
+        candidate path. Its coefficients follow from the record if each
+        object consumes every object of the modules it is wired to (a dense
+        layer); the records' edges are not needed. With ``layers=None``, the
+        records' own edges give the paths and their exact coefficients.
+    max_depth : int, default=None
+        Longest path (counted in modules) to look for.
+    alpha : float, default=1e-6
+        Relative noise level: residuals, singular values and principal-angle
+        gaps below ``alpha`` times the data's scale count as zero.
+    n_subsample : int, default=2000
+        Sketches only: how many sketches the subspace clustering looks at;
+        the others are then assigned to the nearest subspace.
+    random_state : int, RandomState instance or None, default=None
+        Draws the subsample and seeds the spectral clustering.
+    n_jobs : int, default=None
+        Parallel jobs of the spectral clustering.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, sketch_dim)
+        Learned block columns, as rows: the block of path ``i`` is
+        ``components_[blocks_[i].columns]``.
+    blocks_ : list of Bunch
+        One per recovered path: ``path`` (module names with records; node
+        labels such as ``("n0", "n0.1")`` from sketches alone), ``columns``
+        (a slice of ``components_``) and ``slots`` (with records).
+    wiring_ : ndarray of shape (n_nodes, n_nodes)
+        0/1 adjacency: ``wiring_[i, j] = 1`` when node ``i`` consumes node
+        ``j`` -- modules with records, recovered path nodes without.
+    node_names_ : ndarray of str
+        Names of the rows and columns of ``wiring_``.
+    ambiguous_ : list of tuple
+        With records: pairs of candidate paths the data cannot tell apart
+        (their coefficients are collinear); neither is guessed.
+    n_iter_ : int
+        Regression steps (with records) or subspace refinements (without).
+    error_ : float
+        Relative residual ``||S - S_model|| / ||S||`` of the fitted model.
+    n_features_in_ : int
+
+    See Also
+    --------
+    score_network_recovery : Compare a learned model with a known sketcher.
+    sklearn.decomposition.MiniBatchDictionaryLearning : A generic dictionary
+        learner, which does not find the blocks.
+
+    Examples
+    --------
+    >>> from sksketch import (NetworkRecoveryDictionaryLearner, RecursiveSketcher,
+    ...                       make_activation_records)
+    >>> records, _, network = make_activation_records(
+    ...     600, n_modules=6, connectivity="dense", weights="random",
+    ...     random_state=0, return_network=True)
+    >>> S = RecursiveSketcher(256, random_state=0).fit_transform(records)
+    >>> learner = NetworkRecoveryDictionaryLearner(
+    ...     layers=network.layers[::-1]).fit(S, records)
+    >>> sorted(learner.wiring_edges()) == sorted(
+    ...     {(o.module, r.modules[r.ids.index(c)]) for r in records
+    ...      for o in r.objects for c in o.inputs})
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "layers": [list, tuple, None],
+        "max_depth": [Interval(Integral, 1, None, closed="left"), None],
+        "alpha": [Interval(Real, 0, None, closed="neither")],
+        "n_subsample": [Interval(Integral, 2, None, closed="left")],
+        "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
+    }
+
+    def __init__(self, *, layers=None, max_depth=None, alpha=1e-6, n_subsample=2000,
+                 random_state=None, n_jobs=None):
+        self.layers = layers
+        self.max_depth = max_depth
+        self.alpha = alpha
+        self.n_subsample = n_subsample
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Learn the blocks and the wiring.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_sketches, sketch_dim)
+            Sketches.
+        y : sequence of ActivationRecord or dict, or RecordBatch, default=None
+            The records the sketches came from (setting 1). Anything else
+            (None, labels) is ignored: the sketches alone are used.
+
+        Returns
+        -------
+        self : NetworkRecoveryDictionaryLearner
+        """
+        X = validate_data(self, X, dtype=[np.float64, np.float32],
+                          ensure_min_samples=2)
+        S = X.astype(np.float64)
+        if y is not None and _is_records(y):
+            batch = as_batch(y)
+            if batch.n_records != S.shape[0]:
+                raise ValueError(f"fit got {S.shape[0]} sketches but "
+                                 f"{batch.n_records} records")
+            fitted = _fit_with_records(S, batch, self.layers, self.max_depth,
+                                       self.alpha)
+        else:
+            fitted = _fit_sketches_only(S, self.max_depth, self.alpha,
+                                        self.n_subsample,
+                                        check_random_state(self.random_state))
+        for name, value in fitted.items():
+            setattr(self, name, value)
+        if self.ambiguous_:
+            pairs = "; ".join(f"{path_name(a)} / {path_name(b)}"
+                              for a, b in self.ambiguous_)
+            warnings.warn(f"The records cannot tell apart these candidate paths "
+                          f"(collinear coefficients), so neither was chosen: "
+                          f"{pairs}. See ambiguous_.", UserWarning, stacklevel=2)
+        return self
+
+    def transform(self, X):
+        """Block coefficients of sketches: least squares on ``components_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_sketches, sketch_dim)
+
+        Returns
+        -------
+        coefficients : ndarray of shape (n_sketches, n_components)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        if self.components_.shape[0] == 0:
+            return np.zeros((X.shape[0], 0), dtype=X.dtype)
+        solution = np.linalg.lstsq(self.components_.T, X.T.astype(np.float64),
+                                   rcond=None)[0]
+        return solution.T.astype(X.dtype, copy=False)
+
+    def get_feature_names_out(self, input_features=None):
+        """``"{path}:{column}"`` for every learned block column."""
+        check_is_fitted(self)
+        names = []
+        for block in self.blocks_:
+            width = block.columns.stop - block.columns.start
+            names += [f"{path_name(block.path)}:{i}" for i in range(width)]
+        return np.asarray(names, dtype=object)
+
+    def wiring_edges(self):
+        """``(consumer, consumed)`` name pairs of the recovered wiring."""
+        check_is_fitted(self)
+        rows, columns = np.nonzero(self.wiring_)
+        return [(str(self.node_names_[i]), str(self.node_names_[j]))
+                for i, j in zip(rows, columns)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+# -- setting 1: sketches and records --------------------------------------------
+
+
+def _dense_candidates(batch, layers, max_depth):
+    """Candidate paths of a layered network and their dense coefficients.
+
+    Returns ``(paths, slots, design, offsets)``: the design has, per path, a
+    presence column and ``dim`` columns per slot.
+    """
+    names = batch._module_names
+    code_of = {name: i for i, name in enumerate(names)}
+    known = {m for layer in layers for m in layer}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ValueError(f"modules {unknown} fire in the records but are in no "
+                         f"layer of 'layers'")
+    n = batch.n_records
+    weight = batch._weight.astype(np.float64)
+    # Total weight of each module's objects in each record.
+    totals = np.zeros((n, len(names)))
+    np.add.at(totals, (batch._record, batch._module_codes), weight)
+    top_down = [list(layer) for layer in reversed(layers)]
+    paths = [(m,) for m in top_down[0] if m in code_of]
+    frontier = list(paths)
+    for layer in top_down[1:]:
+        if max_depth is not None and len(frontier[0] if frontier else ()) >= max_depth:
+            break
+        frontier = [p + (m,) for p in frontier for m in layer if m in code_of]
+        paths += frontier
+    columns, path_list, slot_list = [], [], []
+    for path in paths:
+        prefix = np.prod(totals[:, [code_of[m] for m in path[:-1]]], axis=1)
+        presence = prefix * totals[:, code_of[path[-1]]]
+        if not presence.any():
+            continue  # never fires together: no candidate
+        slot_columns, slots = _slot_sums(batch, code_of[path[-1]])
+        path_list.append(path)
+        slot_list.append(slots)
+        columns.append(np.column_stack([presence] + [prefix[:, None] * block
+                                                     for block in slot_columns]))
+    return path_list, slot_list, columns
+
+
+def _slot_sums(batch, code):
+    """Per record and slot, the weighted attribute sum of one module's objects."""
+    members = np.flatnonzero(batch._module_codes == code)
+    slot_codes = batch._slot_codes[members]
+    attributes = batch._attributes[code][batch._rows[members]].astype(np.float64)
+    weighted = attributes * batch._weight[members, None]
+    sums, slots = [], []
+    for slot in np.unique(slot_codes):
+        rows = slot_codes == slot
+        block = np.zeros((batch.n_records, attributes.shape[1]))
+        np.add.at(block, batch._record[members[rows]], weighted[rows])
+        sums.append(block)
+        slots.append(batch._slot_keys[slot])
+    return sums, slots
+
+
+def _exact_candidates(batch, max_depth):
+    """The records' own paths (from their edges) and exact coefficients."""
+    from ._unroll import ColumnLayout, coefficients, unroll
+
+    unrolled = unroll(batch, max_depth=max_depth)
+    layout = ColumnLayout.from_unrolled(batch, unrolled)
+    z = coefficients(batch, unrolled, layout)
+    paths, slots, columns = [], [], []
+    for path in sorted(set(p for p, _ in layout.items)):
+        keys = [k for p, k in layout.items if p == path and k is not None]
+        parts = [z[:, layout.columns((path, None))]]
+        parts += [z[:, layout.columns((path, k))] for k in keys]
+        paths.append(path)
+        slots.append(keys)
+        columns.append(np.hstack(parts))
+    return paths, slots, columns
+
+
+def _fit_with_records(S, batch, layers, max_depth, alpha):
+    if layers is not None:
+        paths, slots, columns = _dense_candidates(batch, layers, max_depth)
+    else:
+        paths, slots, columns = _exact_candidates(batch, max_depth)
+    selected, blocks, ambiguous, n_iter, error = _block_regression(S, columns, alpha)
+    component_rows, block_info, edges = [], [], set()
+    start = 0
+    for index in selected:
+        rows = blocks[index]
+        component_rows.append(rows)
+        block_info.append(Bunch(path=paths[index], slots=slots[index],
+                                columns=slice(start, start + rows.shape[0])))
+        start += rows.shape[0]
+        edges.update(zip(paths[index][:-1], paths[index][1:]))
+    nodes = sorted({m for p in paths for m in p})
+    return {"components_": _stack(component_rows, S.shape[1]),
+            "blocks_": block_info,
+            "ambiguous_": [(paths[a], paths[b]) for a, b in ambiguous],
+            **_wiring(nodes, edges), "n_iter_": n_iter, "error_": error}
+
+
+def _block_regression(S, columns, alpha):
+    """Group orthogonal matching pursuit over candidate paths, multi-output.
+
+    Each step adds the candidate whose coefficient columns explain most of
+    the residual (its projection on their span), then refits least squares
+    on all chosen candidates; it stops once the residual is below
+    ``alpha * ||S||``. A candidate whose columns lie in the span of another
+    (collinear coefficients) is reported, not chosen.
+    """
+    norm = np.linalg.norm(S)
+    bases = [_orthonormal(c, alpha) for c in columns]
+    # Candidates whose coefficient spans coincide cannot be told apart.
+    ambiguous = set()
+    for a in range(len(columns)):
+        for b in range(a + 1, len(columns)):
+            if bases[a].shape[1] == bases[b].shape[1] and bases[a].shape[1]:
+                cosines = np.linalg.svd(bases[a].T @ bases[b], compute_uv=False)
+                if cosines.min() > 1 - alpha:
+                    ambiguous.add((a, b))
+    excluded = {i for pair in ambiguous for i in pair}
+    selected, residual, solution = [], S, None
+    n_iter = 0
+    while np.linalg.norm(residual) > alpha * norm:
+        scores = [-np.inf if i in selected or i in excluded or not bases[i].shape[1]
+                  else np.linalg.norm(bases[i].T @ residual) for i in range(len(bases))]
+        if not scores or max(scores) <= alpha * norm:
+            break
+        selected.append(int(np.argmax(scores)))
+        design = np.hstack([columns[i] for i in selected])
+        solution = np.linalg.lstsq(design, S, rcond=None)[0]
+        residual = S - design @ solution
+        n_iter += 1
+    blocks = {}
+    if solution is not None:
+        offsets = np.cumsum([0] + [columns[i].shape[1] for i in selected])
+        for i, lo, hi in zip(selected, offsets[:-1], offsets[1:]):
+            blocks[i] = solution[lo:hi]
+    # Keep the chosen candidates in path order, drop those fitted as zero.
+    kept = sorted(i for i in selected if np.linalg.norm(blocks[i]) > alpha * norm)
+    error = float(np.linalg.norm(residual) / norm) if norm else 0.0
+    return kept, blocks, sorted(ambiguous), n_iter, error
+
+
+# -- setting 2: sketches only -----------------------------------------------------
+
+
+def _fit_sketches_only(S, max_depth, alpha, n_subsample, rng):
+    norms = np.linalg.norm(S, axis=1)
+    nonzero = np.flatnonzero(norms > 0)
+    if nonzero.size < 2:
+        raise ValueError(f"need at least 2 non-zero sketches; got {nonzero.size}")
+    bases, n_iter = _chain_subspaces(S[nonzero], alpha, n_subsample, rng)
+    labels = np.full(S.shape[0], -1)
+    labels[nonzero] = _nearest_subspace(S[nonzero], bases)
+    nodes = _subspace_tree(bases, alpha, max_depth)
+    component_rows, block_info, edges = [], [], set()
+    start = 0
+    for name, parent, basis in nodes:
+        component_rows.append(basis.T)
+        block_info.append(Bunch(path=tuple(name.split("/")), slots=None,
+                                columns=slice(start, start + basis.shape[1])))
+        start += basis.shape[1]
+        if parent is not None:
+            edges.add((parent, name))
+    residual = sum(np.linalg.norm(S[labels == c] - S[labels == c] @ b @ b.T) ** 2
+                   for c, b in enumerate(bases))
+    return {"components_": _stack(component_rows, S.shape[1]), "blocks_": block_info,
+            "ambiguous_": [], **_wiring([n for n, _, _ in nodes], edges),
+            "n_iter_": n_iter,
+            "error_": float(np.sqrt(residual) / np.linalg.norm(S))}
+
+
+# Largest number of quadratic monomials (dim (dim + 1) / 2) the vanishing
+# polynomials are fitted over: 2,145 is a 65-dimensional group.
+_MAX_MONOMIALS = 2500
+
+
+def _chain_subspaces(S, alpha, n_subsample, rng):
+    """The subspaces the sketches lie in: one per set of co-activated paths.
+
+    1. Groups of independent subspaces (paths with no block in common, e.g.
+       different output modules) separate exactly by the shape-interaction
+       matrix ``U U^T`` of the sketches, which is zero across them.
+    2. Within a group the subspaces share prefix blocks, so sparse
+       self-expression mixes them. But each has blocks of its own, and then
+       degree-2 polynomials vanish on their union: at a point, the gradients
+       of those quadrics span the normal space of the point's own subspace
+       (generalized PCA). One point per subspace suffices: every sketch with
+       no residual on its subspace belongs to it.
+    3. All sketches go to their nearest subspace, refitted until stable.
+
+    Returns ``(bases, n_iter)``: orthonormal bases of shape (d, dim).
+    """
+    n = S.shape[0]
+    sample = np.sort(rng.choice(n, size=min(n, n_subsample), replace=False))
+    span = _orthonormal(S[sample].T, alpha)
+    coordinates = S @ span
+    # Group spans from the subsample; then every sketch joins its group, so
+    # that each group has enough points for its quadrics.
+    group_spans = [_orthonormal(coordinates[sample[g]].T, alpha)
+                   for g in _independent_groups(coordinates[sample], alpha)]
+    membership = _nearest_subspace(coordinates, group_spans)
+    bases = []
+    for g, group_span in enumerate(group_spans):
+        local = coordinates[membership == g] @ group_span
+        quadrics = _vanishing_quadrics(local, alpha, rng)
+        unassigned = np.arange(local.shape[0])
+        while unassigned.size:
+            seed = local[unassigned[rng.randint(unassigned.size)]]
+            basis = _subspace_at(seed, quadrics, alpha)
+            inside = _residuals(local[unassigned], basis) <= np.sqrt(alpha)
+            inside |= np.all(local[unassigned] == seed, axis=1)
+            unassigned = unassigned[~inside]
+            bases.append(span @ group_span @ basis)
+    # K-subspaces refinement on every sketch.
+    labels, n_iter = None, 0
+    while n_iter < 10:
+        n_iter += 1
+        new = _nearest_subspace(S, bases)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        used = np.unique(new)  # drop subspaces no sketch is nearest to
+        labels = np.searchsorted(used, new)
+        bases = [_orthonormal(S[labels == c].T, alpha) for c in range(used.size)]
+    return bases, n_iter
+
+
+def _independent_groups(points, alpha):
+    """Connected components of the shape-interaction matrix ``U U^T``."""
+    u = _orthonormal(points, alpha)  # left singular vectors: one row per point
+    u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), np.finfo(float).tiny)
+    interaction = np.abs(u @ u.T) > np.sqrt(alpha)  # cosines: 0 across groups
+    n_groups, labels = connected_components(interaction, directed=False)
+    return [np.flatnonzero(labels == g) for g in range(n_groups)]
+
+
+def _vanishing_quadrics(points, alpha, rng):
+    """Symmetric matrices ``Q`` with ``x^T Q x = 0`` on every point."""
+    dim = points.shape[1]
+    n_monomials = dim * (dim + 1) // 2
+    if dim < 2 or n_monomials > _MAX_MONOMIALS or points.shape[0] <= n_monomials:
+        return []  # too few points (or too many monomials) to tell
+    sample = points[rng.choice(points.shape[0], min(points.shape[0],
+                                                    4 * n_monomials),
+                               replace=False)]
+    sample = sample / np.linalg.norm(sample, axis=1, keepdims=True)
+    upper = np.triu_indices(dim)
+    veronese = sample[:, upper[0]] * sample[:, upper[1]]
+    eigenvalues, eigenvectors = np.linalg.eigh(veronese.T @ veronese)
+    null = eigenvectors[:, eigenvalues <= alpha**2 * eigenvalues[-1]]
+    quadrics = np.zeros((null.shape[1], dim, dim))
+    quadrics[:, upper[0], upper[1]] = null.T
+    return 0.5 * (quadrics + quadrics.transpose(0, 2, 1))
+
+
+def _subspace_at(point, quadrics, alpha):
+    """Basis of the subspace through ``point``: the complement of its normals."""
+    dim = point.size
+    if len(quadrics) == 0:
+        return np.eye(dim)
+    normals = _orthonormal((quadrics @ point).T, np.sqrt(alpha))
+    if not normals.shape[1]:
+        return np.eye(dim)
+    u, s, _ = np.linalg.svd(normals, full_matrices=True)
+    return u[:, normals.shape[1]:]
+
+
+def _residuals(points, basis):
+    """Relative distance of each point to a subspace."""
+    norms = np.linalg.norm(points, axis=1)
+    norms[norms == 0] = 1.0
+    return np.linalg.norm(points - (points @ basis) @ basis.T, axis=1) / norms
+
+
+def _nearest_subspace(S, bases):
+    return np.argmin(np.column_stack([_residuals(S, b) for b in bases]), axis=1)
+
+
+def _subspace_tree(bases, alpha, max_depth):
+    """Intersect cluster subspaces into a tree of path blocks.
+
+    Clusters that share more than their parent's intersection belong to one
+    child; a node's block is its clusters' intersection minus the parent's.
+    Returns ``[(name, parent_name, basis)]`` with names like ``"n0/n0.1"``.
+    """
+    nodes = []
+    d = bases[0].shape[0] if bases else 0
+
+    def recurse(members, parent_basis, parent_name, depth):
+        if max_depth is not None and depth >= max_depth:
+            return
+        q = parent_basis.shape[1]
+        n = len(members)
+        shared = np.zeros((n, n), dtype=bool)
+        for a in range(n):
+            for b in range(a + 1, n):
+                common = _intersection(bases[members[a]], bases[members[b]], alpha)
+                dim = common.shape[1]
+                shared[a, b] = shared[b, a] = dim > q
+        _, groups = connected_components(shared, directed=False)
+        for g in np.unique(groups):
+            group = [members[i] for i in np.flatnonzero(groups == g)]
+            basis = bases[group[0]]
+            for other in group[1:]:
+                basis = _intersection(basis, bases[other], alpha)
+            block = _complement(basis, parent_basis, alpha)
+            if not block.shape[1]:
+                continue
+            index = len([n for n in nodes if n[1] == parent_name])
+            label = (f"n{index}" if parent_name is None
+                     else f"{parent_name.split('/')[-1]}.{index}")
+            name = label if parent_name is None else f"{parent_name}/{label}"
+            nodes.append((name, parent_name, block))
+            if len(group) > 1:
+                recurse(group, basis, name, depth + 1)
+
+    recurse(list(range(len(bases))), np.zeros((d, 0)), None, 0)
+    return nodes
+
+
+# -- linear algebra helpers ------------------------------------------------------
+
+
+def _orthonormal(matrix, alpha):
+    """Orthonormal basis of a column span, dropping directions below alpha."""
+    if matrix.size == 0:
+        return np.zeros((matrix.shape[0], 0))
+    u, s, _ = np.linalg.svd(matrix, full_matrices=False)
+    return u[:, s > alpha * s[0]] if s[0] > 0 else u[:, :0]
+
+
+def _intersection(a, b, alpha):
+    """Orthonormal basis of span(a) ∩ span(b), both orthonormal."""
+    if not a.shape[1] or not b.shape[1]:
+        return np.zeros((a.shape[0], 0))
+    u, s, _ = np.linalg.svd(a.T @ b)
+    return a @ u[:, :s.size][:, s > 1 - np.sqrt(alpha)]
+
+
+def _complement(basis, parent, alpha):
+    """Orthonormal basis of span(basis) with span(parent) projected out."""
+    if parent.shape[1]:
+        basis = basis - parent @ (parent.T @ basis)
+    return _orthonormal(basis, np.sqrt(alpha))
+
+
+def _stack(rows, n_features):
+    return np.vstack(rows) if rows else np.zeros((0, n_features))
+
+
+def _wiring(nodes, edges):
+    index = {n: i for i, n in enumerate(nodes)}
+    wiring = np.zeros((len(nodes), len(nodes)), dtype=np.int8)
+    for parent, child in edges:
+        wiring[index[parent], index[child]] = 1
+    return {"wiring_": wiring, "node_names_": np.asarray(nodes, dtype=object)}
+
+
+# -- scoring ----------------------------------------------------------------------
+
+
+def _mean_cosine(a, b):
+    """Mean cosine of the principal angles between two column spans."""
+    qa, qb = np.linalg.qr(a)[0], np.linalg.qr(b)[0]
+    return float(np.linalg.svd(qa.T @ qb, compute_uv=False).mean())
+
+
+def score_network_recovery(learner, sketcher, paths, edges=None):
+    """Compare a learned model with the sketcher that made the sketches.
+
+    Parameters
+    ----------
+    learner : fitted NetworkRecoveryDictionaryLearner
+    sketcher : fitted RecursiveSketcher
+        Knows the true blocks.
+    paths : dict of tuple to list
+        The true module paths and, for each, the slots its objects used.
+    edges : iterable of (str, str), default=None
+        The true wiring edges (consumer, consumed). With records, the learned
+        module wiring is scored against them; from sketches alone the learned
+        tree of path nodes is scored against the tree of ``paths``.
+
+    Returns
+    -------
+    scores : dict
+        ``block_cosine``: mean over true paths of the mean principal-angle
+        cosine between the true block span and its learned block's (matched
+        by name with records, by best span overlap without);
+        ``precision``, ``recall``, ``f1``: of the wiring (or path-tree) edges;
+        ``matched``: the learned block of every true path.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from ._paths import PathBlocks
+
+    check_is_fitted(learner)
+    blocks = PathBlocks(sketcher._matrices(), sketcher.modules_)
+    true_paths = sorted(paths)
+    truth = [np.vstack([blocks.rows(p, None)] + [blocks.rows(p, s) for s in paths[p]]).T
+             for p in true_paths]
+    learned = [learner.components_[b.columns].T for b in learner.blocks_]
+    cosines = np.array([[_mean_cosine(t, lb) for lb in learned] for t in truth])
+    named = all(b.slots is not None for b in learner.blocks_)
+    if named:
+        index = {b.path: i for i, b in enumerate(learner.blocks_)}
+        match = {p: index.get(p) for p in true_paths}
+    else:
+        rows, cols = linear_sum_assignment(-cosines) if learned else ([], [])
+        match = {p: None for p in true_paths}
+        match.update({true_paths[r]: c for r, c in zip(rows, cols)})
+    block_cosine = float(np.mean([cosines[i, match[p]] if match[p] is not None else 0.0
+                                  for i, p in enumerate(true_paths)]))
+    if named:
+        true_edges = set(edges) if edges is not None else {
+            e for p in true_paths for e in zip(p[:-1], p[1:])}
+        found = set(learner.wiring_edges())
+    else:
+        node_of = {learner.blocks_[c].path: p for p, c in match.items()
+                   if c is not None}
+        true_edges = {(p[:-1], p) for p in true_paths if len(p) > 1}
+        found = {(node_of.get(tuple(a.split("/"))), node_of.get(tuple(b.split("/"))))
+                 for a, b in learner.wiring_edges()}
+    hits = len(found & true_edges)
+    precision = hits / len(found) if found else float(not true_edges)
+    recall = hits / len(true_edges) if true_edges else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"block_cosine": block_cosine, "precision": precision, "recall": recall,
+            "f1": f1, "matched": match}

@@ -1,0 +1,158 @@
+"""NetworkRecoveryDictionaryLearner: blocks and wiring, with and without records."""
+
+import numpy as np
+import pytest
+
+from sksketch import (
+    ActivationRecord,
+    NetworkRecoveryDictionaryLearner,
+    RecursiveSketcher,
+    make_activation_records,
+    score_network_recovery,
+)
+from sksketch._batch import as_batch
+from sksketch._unroll import ColumnLayout, coefficients, unroll
+
+
+def _true_paths(records):
+    """{path: slots} of the records' own DAGs, and their module edges."""
+    batch = as_batch(records)
+    layout = ColumnLayout.from_unrolled(batch, unroll(batch))
+    paths = {}
+    for path, key in layout.items:
+        paths.setdefault(path, [])
+        if key is not None:
+            paths[path].append(key)
+    edges = {(obj.module, record.modules[record.ids.index(child)])
+             for record in records for obj in record.objects for child in obj.inputs}
+    return paths, edges
+
+
+def _without_edges(records):
+    return [ActivationRecord([obj._replace(inputs=()) for obj in record.objects])
+            for record in records]
+
+
+@pytest.mark.parametrize("n_modules, sketch_dim", [(6, 256), (9, 384), (12, 512)])
+def test_with_records_every_block_and_the_wiring(n_modules, sketch_dim):
+    # Dense layers: each object consumes every object of the modules it is
+    # wired to, so a candidate path's coefficients follow from which modules
+    # fired -- the edges are dropped before fitting.
+    records, _, network = make_activation_records(
+        2000, n_modules=n_modules, depth=3, fan_in=2, connectivity="dense",
+        n_children=(1, 2), weights="random", random_state=0, return_network=True)
+    sketcher = RecursiveSketcher(sketch_dim, random_state=0).fit(records)
+    sketches = sketcher.transform(records)
+    learner = NetworkRecoveryDictionaryLearner(
+        layers=[list(layer) for layer in network.layers[::-1]])
+    learner.fit(sketches, _without_edges(records))
+    paths, edges = _true_paths(records)
+    scores = score_network_recovery(learner, sketcher, paths, edges)
+    assert scores["block_cosine"] >= 0.99
+    assert scores["f1"] == 1.0
+    assert learner.error_ < 1e-8 and learner.ambiguous_ == []
+    assert {b.path for b in learner.blocks_} == set(paths)
+
+
+def test_with_records_and_their_edges():
+    # Without layers, the records' own edges give the paths (tree records,
+    # shared children: no dense assumption needed).
+    records, _ = make_activation_records(800, n_modules=6, depth=3,
+                                         shared_fraction=0.3, weights="random",
+                                         random_state=1)
+    sketcher = RecursiveSketcher(256, random_state=1).fit(records)
+    sketches = sketcher.transform(records)
+    learner = NetworkRecoveryDictionaryLearner().fit(sketches, records)
+    paths, edges = _true_paths(records)
+    scores = score_network_recovery(learner, sketcher, paths, edges)
+    assert scores["block_cosine"] >= 0.99 and scores["f1"] == 1.0
+    # transform: the coefficients of every block, exactly
+    batch = as_batch(records)
+    layout = ColumnLayout.from_unrolled(batch, unroll(batch))
+    z = coefficients(batch, unroll(batch), layout)
+    order = [layout.columns((b.path, None)) for b in learner.blocks_]
+    presence = learner.transform(sketches)[:, [b.columns.start
+                                                for b in learner.blocks_]]
+    np.testing.assert_allclose(presence, np.hstack([z[:, c] for c in order]),
+                               atol=1e-8)
+
+
+def test_collinear_candidates_are_reported_not_guessed():
+    # "mid_a" and "mid_b" always fire once each with weight 1: the candidate
+    # paths top/mid_a/leaf and top/mid_b/leaf have identical coefficients.
+    rng = np.random.default_rng(0)
+    records = []
+    for _ in range(300):
+        records.append(ActivationRecord([
+            {"id": 0, "module": "top", "attributes": rng.standard_normal(2).tolist(),
+             "weight": float(rng.uniform(0.1, 1)), "inputs": [1]},
+            {"id": 1, "module": "mid_a", "attributes": rng.standard_normal(2).tolist(),
+             "inputs": [3]},
+            {"id": 2, "module": "mid_b", "attributes": rng.standard_normal(2).tolist()},
+            {"id": 3, "module": "leaf", "attributes": rng.standard_normal(2).tolist()},
+        ], outputs=[0]))
+    sketcher = RecursiveSketcher(128, random_state=0).fit(records)
+    learner = NetworkRecoveryDictionaryLearner(
+        layers=[["leaf"], ["mid_a", "mid_b"], ["top"]])
+    with pytest.warns(UserWarning, match="cannot tell apart"):
+        learner.fit(sketcher.transform(records), _without_edges(records))
+    assert (("top", "mid_a", "leaf"), ("top", "mid_b", "leaf")) in learner.ambiguous_
+    assert ("top", "mid_a", "leaf") not in {b.path for b in learner.blocks_}
+    assert ("top", "mid_a") in {b.path for b in learner.blocks_}
+
+
+@pytest.mark.parametrize("n_modules, sketch_dim, n_sketches",
+                         [(8, 256, 6000), (12, 256, 20000)])
+def test_sketches_only_recovers_the_path_tree(n_modules, sketch_dim, n_sketches):
+    # Each record activates one root-to-leaf chain; random weights make the
+    # presences identifiable (with unit weights a chain's presences always
+    # add up with coefficient 1: one direction for all of them).
+    records, _ = make_activation_records(
+        n_sketches, n_modules=n_modules, depth=3, n_roots=1, n_children=1,
+        branching="one", shared_fraction=0.0, weights="random", class_sep=0.0,
+        noise=1.0, n_classes=5, random_state=1)
+    sketcher = RecursiveSketcher(sketch_dim, random_state=0).fit(records)
+    learner = NetworkRecoveryDictionaryLearner(random_state=0)
+    learner.fit(sketcher.transform(records))
+    paths, _ = _true_paths(records)
+    scores = score_network_recovery(learner, sketcher, paths)
+    assert scores["f1"] >= 0.9
+    assert scores["block_cosine"] >= 0.9
+    assert learner.error_ < 1e-8
+
+
+def test_labels_are_ignored_as_y():
+    records, labels = make_activation_records(3000, n_modules=6, n_roots=1,
+                                              n_children=1, branching="one",
+                                              weights="random", class_sep=0.0,
+                                              noise=1.0, random_state=0)
+    sketches = RecursiveSketcher(128, random_state=0).fit_transform(records)
+    with_labels = NetworkRecoveryDictionaryLearner(random_state=0).fit(sketches, labels)
+    alone = NetworkRecoveryDictionaryLearner(random_state=0).fit(sketches)
+    np.testing.assert_array_equal(with_labels.components_, alone.components_)
+
+
+def test_score_penalizes_a_wrong_model():
+    records, _ = make_activation_records(500, n_modules=6, weights="random",
+                                         random_state=0)
+    sketcher = RecursiveSketcher(128, random_state=0).fit(records)
+    other = RecursiveSketcher(128, random_state=1).fit(records)
+    learner = NetworkRecoveryDictionaryLearner().fit(other.transform(records), records)
+    paths, edges = _true_paths(records)
+    wrong = score_network_recovery(learner, sketcher, paths, edges)
+    right = score_network_recovery(learner, other, paths, edges)
+    assert right["block_cosine"] >= 0.99 and wrong["block_cosine"] < 0.5
+    assert wrong["f1"] == 1.0  # the wiring does not depend on the matrices
+
+
+def test_errors():
+    records, _ = make_activation_records(20, random_state=0)
+    sketches = RecursiveSketcher(32, random_state=0).fit_transform(records)
+    with pytest.raises(ValueError, match="20 sketches but 10 records"):
+        NetworkRecoveryDictionaryLearner().fit(sketches, records[:10])
+    with pytest.raises(ValueError, match=r"modules \['L2M0', 'L2M1'\] fire in the "
+                                         r"records but are in no layer"):
+        NetworkRecoveryDictionaryLearner(
+            layers=[["L1M0", "L1M1"], ["L0M0", "L0M1"]]).fit(sketches, records)
+    with pytest.raises(ValueError, match="non-zero sketches"):
+        NetworkRecoveryDictionaryLearner().fit(np.zeros((5, 8)))
