@@ -347,9 +347,7 @@ def _fit_sketches_only(S, max_depth, alpha, n_subsample, rng):
     nonzero = np.flatnonzero(norms > 0)
     if nonzero.size < 2:
         raise ValueError(f"need at least 2 non-zero sketches; got {nonzero.size}")
-    bases, n_iter = _chain_subspaces(S[nonzero], alpha, n_subsample, rng)
-    labels = np.full(S.shape[0], -1)
-    labels[nonzero] = _nearest_subspace(S[nonzero], bases)
+    bases, residuals, n_iter = _chain_subspaces(S[nonzero], alpha, n_subsample, rng)
     nodes = _subspace_tree(bases, alpha, max_depth)
     component_rows, block_info, edges = [], [], set()
     start = 0
@@ -360,12 +358,11 @@ def _fit_sketches_only(S, max_depth, alpha, n_subsample, rng):
         start += basis.shape[1]
         if parent is not None:
             edges.add((parent, name))
-    residual = sum(np.linalg.norm(S[labels == c] - S[labels == c] @ b @ b.T) ** 2
-                   for c, b in enumerate(bases))
+    # residuals are relative to each sketch's norm
+    error = np.sqrt(np.sum((residuals * norms[nonzero]) ** 2)) / np.linalg.norm(S)
     return {"components_": _stack(component_rows, S.shape[1]), "blocks_": block_info,
             "ambiguous_": [], **_wiring([n for n, _, _ in nodes], edges),
-            "n_iter_": n_iter,
-            "error_": float(np.sqrt(residual) / np.linalg.norm(S))}
+            "n_iter_": n_iter, "error_": float(error)}
 
 
 # Largest number of quadratic monomials (dim (dim + 1) / 2) the vanishing
@@ -387,7 +384,8 @@ def _chain_subspaces(S, alpha, n_subsample, rng):
        no residual on its subspace belongs to it.
     3. All sketches go to their nearest subspace, refitted until stable.
 
-    Returns ``(bases, n_iter)``: orthonormal bases of shape (d, dim).
+    Returns ``(bases, residuals, n_iter)``: orthonormal bases of shape
+    (d, dim) and each sketch's relative distance to its subspace.
     """
     n = S.shape[0]
     sample = np.sort(rng.choice(n, size=min(n, n_subsample), replace=False))
@@ -414,13 +412,14 @@ def _chain_subspaces(S, alpha, n_subsample, rng):
     labels, n_iter = None, 0
     while n_iter < 10:
         n_iter += 1
-        new = _nearest_subspace(S, bases)
+        residuals = np.column_stack([_residuals(S, b) for b in bases])
+        new = np.argmin(residuals, axis=1)
         if labels is not None and np.array_equal(new, labels):
             break
         used = np.unique(new)  # drop subspaces no sketch is nearest to
         labels = np.searchsorted(used, new)
         bases = [_orthonormal(S[labels == c].T, alpha) for c in range(used.size)]
-    return bases, n_iter
+    return bases, residuals.min(axis=1), n_iter
 
 
 def _independent_groups(points, alpha):
@@ -433,19 +432,28 @@ def _independent_groups(points, alpha):
 
 
 def _vanishing_quadrics(points, alpha, rng):
-    """Symmetric matrices ``Q`` with ``x^T Q x = 0`` on every point."""
+    """Symmetric matrices ``Q`` with ``x^T Q x = 0`` on every point.
+
+    The quadrics that vanish on the points vanish on their subspaces only
+    once the points fill the subspaces' quadratic images: when there are more
+    points than the rank of their Veronese embedding. Otherwise none is
+    returned.
+    """
     dim = points.shape[1]
     n_monomials = dim * (dim + 1) // 2
-    if dim < 2 or n_monomials > _MAX_MONOMIALS or points.shape[0] <= n_monomials:
-        return []  # too few points (or too many monomials) to tell
-    sample = points[rng.choice(points.shape[0], min(points.shape[0],
-                                                    4 * n_monomials),
-                               replace=False)]
+    if dim < 2 or n_monomials > _MAX_MONOMIALS:
+        return []
+    take = min(points.shape[0], 4 * n_monomials)
+    sample = points[rng.choice(points.shape[0], take, replace=False)]
     sample = sample / np.linalg.norm(sample, axis=1, keepdims=True)
     upper = np.triu_indices(dim)
     veronese = sample[:, upper[0]] * sample[:, upper[1]]
     eigenvalues, eigenvectors = np.linalg.eigh(veronese.T @ veronese)
-    null = eigenvectors[:, eigenvalues <= alpha**2 * eigenvalues[-1]]
+    vanishing = eigenvalues <= alpha**2 * eigenvalues[-1]
+    rank = n_monomials - int(vanishing.sum())
+    if take < rank + max(10, rank // 10):  # every point independent: spurious
+        return []
+    null = eigenvectors[:, vanishing]
     quadrics = np.zeros((null.shape[1], dim, dim))
     quadrics[:, upper[0], upper[1]] = null.T
     return 0.5 * (quadrics + quadrics.transpose(0, 2, 1))
@@ -464,10 +472,11 @@ def _subspace_at(point, quadrics, alpha):
 
 
 def _residuals(points, basis):
-    """Relative distance of each point to a subspace."""
-    norms = np.linalg.norm(points, axis=1)
-    norms[norms == 0] = 1.0
-    return np.linalg.norm(points - (points @ basis) @ basis.T, axis=1) / norms
+    """Relative distance of each point to a subspace (orthonormal basis)."""
+    squared = np.einsum("ij,ij->i", points, points)
+    projected = points @ basis
+    inside = np.einsum("ij,ij->i", projected, projected)
+    return np.sqrt(np.maximum(squared - inside, 0) / np.maximum(squared, 1e-300))
 
 
 def _nearest_subspace(S, bases):
@@ -523,6 +532,13 @@ def _orthonormal(matrix, alpha):
     """Orthonormal basis of a column span, dropping directions below alpha."""
     if matrix.size == 0:
         return np.zeros((matrix.shape[0], 0))
+    if matrix.shape[1] > 4 * matrix.shape[0]:
+        # Many more columns than rows: the eigenvectors of M M^T are cheaper
+        # than an SVD; squared singular values, so the threshold is squared.
+        eigenvalues, vectors = np.linalg.eigh(matrix @ matrix.T)
+        keep = eigenvalues > alpha**2 * eigenvalues[-1] if eigenvalues[-1] > 0 \
+            else np.zeros(eigenvalues.size, dtype=bool)
+        return vectors[:, keep][:, ::-1]
     u, s, _ = np.linalg.svd(matrix, full_matrices=False)
     return u[:, s > alpha * s[0]] if s[0] > 0 else u[:, :0]
 

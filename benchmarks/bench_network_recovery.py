@@ -1,0 +1,264 @@
+"""Network recovery: blocks and wiring against samples, d and paths per record.
+
+Sketches only (``fit(S)``), on records that each activate one root-to-leaf
+chain of a 3-layer, 8-module network:
+
+- block cosine (mean principal-angle cosine of every true path block with its
+  learned block), path-tree F1 and fit time against the number of sketches
+  and d, and the first sample count where F1 reaches 1.0;
+- peers on the same sketches: scikit-learn's MiniBatchDictionaryLearning and
+  SPAMS (``spams-bin``, skipped where it does not install), scored by the
+  same block cosine, taking for each block the atoms closest to it;
+- how success falls as records activate more chains per sketch.
+
+With records (``fit(S, records)``, dense layers, edges dropped): block cosine
+and wiring F1 against the number of pairs.
+
+Prints tables, writes ``benchmarks/results/bench_network_recovery.json`` and,
+with ``--plot``, ``docs/images/network_recovery.png``.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.decomposition import MiniBatchDictionaryLearning
+
+from sksketch import (
+    ActivationRecord,
+    NetworkRecoveryDictionaryLearner,
+    RecursiveSketcher,
+    make_activation_records,
+    score_network_recovery,
+)
+from sksketch._batch import as_batch
+from sksketch._paths import PathBlocks
+from sksketch._unroll import ColumnLayout, unroll
+
+HERE = Path(__file__).parent
+
+
+def true_paths(records):
+    batch = as_batch(records)
+    paths = {}
+    for path, key in ColumnLayout.from_unrolled(batch, unroll(batch)).items:
+        paths.setdefault(path, [])
+        if key is not None:
+            paths[path].append(key)
+    return paths
+
+
+def chain_data(n, sketch_dim, n_chains=1, seed=1):
+    records, _ = make_activation_records(
+        n, n_modules=8, depth=3, n_roots=n_chains, n_children=1, branching="one",
+        shared_fraction=0.0, weights="random", class_sep=0.0, noise=1.0,
+        n_classes=5, random_state=seed)
+    sketcher = RecursiveSketcher(sketch_dim, random_state=0).fit(records)
+    return records, sketcher, sketcher.transform(records)
+
+
+def atom_block_cosine(atoms, sketcher, paths):
+    """Block cosine of a generic dictionary: per true block of width w, the
+    span of the w atoms that lie most inside it; also the number of atoms
+    with 90% of their norm inside some block."""
+    blocks = PathBlocks(sketcher._matrices(), sketcher.modules_)
+    atoms = atoms / np.maximum(np.linalg.norm(atoms, axis=1, keepdims=True), 1e-300)
+    cosines, inside = [], np.zeros(atoms.shape[0], dtype=bool)
+    for path, slots in paths.items():
+        block = np.vstack([blocks.rows(path, None)] + [blocks.rows(path, s)
+                                                         for s in slots]).T
+        basis = np.linalg.qr(block)[0]
+        share = np.linalg.norm(atoms @ basis, axis=1)
+        inside |= share >= 0.9
+        chosen = atoms[np.argsort(share)[-basis.shape[1]:]].T
+        q = np.linalg.qr(chosen)[0]
+        cosines.append(np.linalg.svd(q.T @ basis, compute_uv=False).mean())
+    return float(np.mean(cosines)), int(inside.sum())
+
+
+def timed(function):
+    start = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - start
+
+
+def sketches_only(sample_counts, dims):
+    rows = []
+    for sketch_dim in dims:
+        records, sketcher, sketches = chain_data(max(sample_counts), sketch_dim)
+        for n in sample_counts:
+            paths = true_paths(records[:n])
+            learner, seconds = timed(lambda n=n: NetworkRecoveryDictionaryLearner(
+                random_state=0).fit(sketches[:n]))
+            score = score_network_recovery(learner, sketcher, paths)
+            rows.append({"sketch_dim": sketch_dim, "n_sketches": n,
+                         "n_paths": len(paths), "block_cosine": score["block_cosine"],
+                         "f1": score["f1"], "fit_s": seconds})
+    return rows
+
+
+def peers(n, sketch_dim):
+    records, sketcher, sketches = chain_data(n, sketch_dim)
+    paths = true_paths(records)
+    n_atoms = sum(1 + 4 * len(s) for s in paths.values())  # the blocks' columns
+    results = {}
+    learner, seconds = timed(lambda: NetworkRecoveryDictionaryLearner(
+        random_state=0).fit(sketches))
+    cosine, inside = atom_block_cosine(learner.components_, sketcher, paths)
+    results["sksketch"] = {"block_cosine": cosine, "atoms_inside_a_block": inside,
+                           "fit_s": seconds, "n_atoms": learner.components_.shape[0]}
+    for name, n_components in (("MiniBatchDictionaryLearning", n_atoms),
+                               ("MiniBatchDictionaryLearning x2", 2 * n_atoms)):
+        model, seconds = timed(lambda k=n_components: MiniBatchDictionaryLearning(
+            k, alpha=0.1, batch_size=256, max_iter=10, random_state=0).fit(sketches))
+        cosine, inside = atom_block_cosine(model.components_, sketcher, paths)
+        results[name] = {"block_cosine": cosine, "atoms_inside_a_block": inside,
+                         "fit_s": seconds, "n_atoms": n_components}
+    try:
+        import spams
+    except ImportError:
+        results["SPAMS"] = None
+    else:
+        data = np.asfortranarray(sketches.T)
+        atoms, seconds = timed(lambda: spams.trainDL(
+            data, K=n_atoms, lambda1=0.1, iter=200, batchsize=256, verbose=False))
+        cosine, inside = atom_block_cosine(np.asarray(atoms).T, sketcher, paths)
+        results["SPAMS"] = {"block_cosine": cosine, "atoms_inside_a_block": inside,
+                            "fit_s": seconds, "n_atoms": n_atoms}
+    return results
+
+
+def more_paths(n, dims):
+    rows = []
+    for sketch_dim in dims:
+        for n_chains in (1, 2, 3):
+            records, sketcher, sketches = chain_data(n, sketch_dim, n_chains)
+            paths = true_paths(records)
+            learner, seconds = timed(lambda s=sketches: NetworkRecoveryDictionaryLearner(
+                random_state=0).fit(s))
+            score = score_network_recovery(learner, sketcher, paths)
+            rows.append({"sketch_dim": sketch_dim, "chains_per_record": n_chains,
+                         "block_cosine": score["block_cosine"], "f1": score["f1"],
+                         "fit_s": seconds})
+    return rows
+
+
+def with_records(pair_counts, sketch_dim=256):
+    records, _, network = make_activation_records(
+        max(pair_counts), n_modules=12, depth=3, connectivity="dense",
+        n_children=(1, 2), weights="random", random_state=0, return_network=True)
+    sketcher = RecursiveSketcher(sketch_dim, random_state=0).fit(records)
+    sketches = sketcher.transform(records)
+    stripped = [ActivationRecord([o._replace(inputs=()) for o in r.objects])
+                for r in records]
+    layers = [list(layer) for layer in network.layers[::-1]]
+    rows = []
+    for n in pair_counts:
+        edges = {(o.module, r.modules[r.ids.index(c)]) for r in records[:n]
+                 for o in r.objects for c in o.inputs}
+        learner, seconds = timed(lambda n=n: NetworkRecoveryDictionaryLearner(
+            layers=layers).fit(sketches[:n], stripped[:n]))
+        score = score_network_recovery(learner, sketcher, true_paths(records[:n]), edges)
+        rows.append({"sketch_dim": sketch_dim, "n_pairs": n,
+                     "block_cosine": score["block_cosine"], "f1": score["f1"],
+                     "fit_s": seconds})
+    return rows
+
+
+def plot(rows, peer_results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for sketch_dim in sorted({r["sketch_dim"] for r in rows}):
+        mine = [r for r in rows if r["sketch_dim"] == sketch_dim]
+        n = [r["n_sketches"] for r in mine]
+        left.semilogx(n, [r["f1"] for r in mine], marker="o", label=f"d = {sketch_dim}")
+        right.semilogx(n, [r["block_cosine"] for r in mine], marker="o",
+                       label=f"sksketch, d = {sketch_dim}")
+    for (name, result), style in zip(peer_results.items(), ("k--", "r:", "g-.", "b:")):
+        if result is not None and name != "sksketch":
+            right.axhline(result["block_cosine"], linestyle=style[1:], color=style[0],
+                          label=f"{name} (n = {peer_results['n']})"
+                          if name != "n" else None)
+    left.set(xlabel="sketches", ylabel="path-tree F1", title="Sketches only: wiring",
+             ylim=(-0.05, 1.05))
+    right.set(xlabel="sketches", ylabel="block cosine", title="Sketches only: blocks",
+              ylim=(0, 1.05))
+    for axis in (left, right):
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, nargs="+",
+                        default=[250, 500, 1000, 2000, 5000, 10000, 20000])
+    parser.add_argument("--dims", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--plot", action="store_true")
+    parser.add_argument("--out", default=str(HERE / "results"
+                                             / "bench_network_recovery.json"))
+    args = parser.parse_args()
+
+    rows = sketches_only(args.samples, args.dims)
+    print("Sketches only (chain records, 8 modules):")
+    print(f"{'d':>5} {'sketches':>9} {'paths':>6} {'cosine':>7} {'F1':>5} {'fit s':>6}")
+    for r in rows:
+        print(f"{r['sketch_dim']:>5} {r['n_sketches']:>9} {r['n_paths']:>6} "
+              f"{r['block_cosine']:>7.3f} {r['f1']:>5.2f} {r['fit_s']:>6.2f}")
+    first = {}
+    for r in rows:
+        if r["f1"] == 1.0 and r["sketch_dim"] not in first:
+            first[r["sketch_dim"]] = r["n_sketches"]
+    print(f"first sample count with F1 = 1.0: {first}")
+
+    n_peer = max(args.samples)
+    peer_results = peers(n_peer, args.dims[0])
+    print(f"\nPeers on the same {n_peer} sketches (d = {args.dims[0]}):")
+    for name, result in peer_results.items():
+        if result is None:
+            print(f"  {name}: not installed")
+        else:
+            print(f"  {name:<31} block cosine {result['block_cosine']:.3f}, atoms "
+                  f"inside a block {result['atoms_inside_a_block']:>3} of "
+                  f"{result['n_atoms']}, fit {result['fit_s']:.2f} s")
+    spams_result = peer_results.get("SPAMS")
+    if spams_result:
+        print(f"  time ratio sksketch / SPAMS: "
+              f"{peer_results['sksketch']['fit_s'] / spams_result['fit_s']:.2f}")
+
+    crowded = more_paths(5000, args.dims)
+    print("\nMore chains per record (5000 sketches):")
+    print(f"{'d':>5} {'chains':>7} {'cosine':>7} {'F1':>5} {'fit s':>6}")
+    for r in crowded:
+        print(f"{r['sketch_dim']:>5} {r['chains_per_record']:>7} "
+              f"{r['block_cosine']:>7.3f} {r['f1']:>5.2f} {r['fit_s']:>6.2f}")
+
+    records_rows = with_records([100, 200, 500, 1000, 2000])
+    print("\nWith records (dense layers, 12 modules, edges dropped, d = 256):")
+    print(f"{'pairs':>6} {'cosine':>7} {'F1':>5} {'fit s':>6}")
+    for r in records_rows:
+        print(f"{r['n_pairs']:>6} {r['block_cosine']:>7.3f} {r['f1']:>5.2f} "
+              f"{r['fit_s']:>6.2f}")
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"sketches_only": rows, "first_f1_1": first,
+                               "peers": peer_results, "more_paths": crowded,
+                               "with_records": records_rows}, indent=2))
+    print(f"wrote {out}")
+    if args.plot:
+        image = HERE.parent / "docs" / "images" / "network_recovery.png"
+        plot(rows, {**peer_results, "n": n_peer}, image)
+        print(f"wrote {image}")
+
+
+if __name__ == "__main__":
+    main()
