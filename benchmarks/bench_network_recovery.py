@@ -90,8 +90,8 @@ def sketches_only(sample_counts, dims):
         records, sketcher, sketches = chain_data(max(sample_counts), sketch_dim)
         for n in sample_counts:
             paths = true_paths(records[:n])
-            learner, seconds = timed(lambda n=n: NetworkRecoveryDictionaryLearner(
-                random_state=0).fit(sketches[:n]))
+            learner, seconds = timed(lambda s=sketches[:n]: (
+                NetworkRecoveryDictionaryLearner(random_state=0).fit(s)))
             score = score_network_recovery(learner, sketcher, paths)
             rows.append({"sketch_dim": sketch_dim, "n_sketches": n,
                          "n_paths": len(paths), "block_cosine": score["block_cosine"],
@@ -136,8 +136,8 @@ def more_paths(n, dims):
         for n_chains in (1, 2, 3):
             records, sketcher, sketches = chain_data(n, sketch_dim, n_chains)
             paths = true_paths(records)
-            learner, seconds = timed(lambda s=sketches: NetworkRecoveryDictionaryLearner(
-                random_state=0).fit(s))
+            learner, seconds = timed(lambda s=sketches: (
+                NetworkRecoveryDictionaryLearner(random_state=0).fit(s)))
             score = score_network_recovery(learner, sketcher, paths)
             rows.append({"sketch_dim": sketch_dim, "chains_per_record": n_chains,
                          "block_cosine": score["block_cosine"], "f1": score["f1"],
@@ -160,7 +160,8 @@ def with_records(pair_counts, sketch_dim=256):
                  for o in r.objects for c in o.inputs}
         learner, seconds = timed(lambda n=n: NetworkRecoveryDictionaryLearner(
             layers=layers).fit(sketches[:n], stripped[:n]))
-        score = score_network_recovery(learner, sketcher, true_paths(records[:n]), edges)
+        score = score_network_recovery(learner, sketcher, true_paths(records[:n]),
+                                       edges)
         rows.append({"sketch_dim": sketch_dim, "n_pairs": n,
                      "block_cosine": score["block_cosine"], "f1": score["f1"],
                      "fit_s": seconds})
