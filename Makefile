@@ -21,5 +21,7 @@ test: lint
 	$(BIN)/python -m pytest sksketch tests
 
 bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_sketch.py
 	$(BIN)/python benchmarks/bench_decode.py --plot
+	$(BIN)/python benchmarks/bench_network_recovery.py --plot

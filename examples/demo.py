@@ -3,8 +3,9 @@
 Run with ``make demo``. It makes the records of a synthetic 3-layer modular
 network, sketches them, and shows what the sketches keep: linearity (merged
 records sketch to the sum), similarity (nearest neighbours share a class),
-clustering, a classifier trained on sketches, and what can be decoded from a
-sketch alone: counts, mean attributes, the module tree, also after erasure.
+clustering, a classifier trained on sketches, what can be decoded from a
+sketch alone (counts, mean attributes, the module tree, also after erasure),
+and how the network's wiring and path blocks are learned back from sketches.
 """
 
 import time
@@ -19,12 +20,15 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer
 
 from sksketch import (
+    ActivationRecord,
+    NetworkRecoveryDictionaryLearner,
     RecordBatch,
     RecursiveSketcher,
     SketchAttributeRecoverer,
     erase,
     make_activation_records,
     merge_records,
+    score_network_recovery,
     suggest_sketch_dim,
 )
 
@@ -76,6 +80,7 @@ def main():
 
 
     decode(records)
+    recover_network()
 
 
 def decode(records):
@@ -110,6 +115,66 @@ def decode(records):
     gap = np.abs(transpose.transform(sketches)[:, counts] - features[:, counts])
     print(f"  the paper's transpose decoder gets the path counts within "
           f"{np.median(gap):.2f} (median) at this d")
+
+
+def recover_network():
+    """Learn the wiring and the path blocks back, without the matrices."""
+    records, _, network = make_activation_records(
+        1000, n_modules=12, depth=3, connectivity="dense", n_children=(1, 2),
+        weights="random", random_state=0, return_network=True)
+    sketcher = RecursiveSketcher(256, random_state=0).fit(records)
+    sketches = sketcher.transform(records)
+    # The detections without their edges, and the architecture's layers.
+    detections = [ActivationRecord([o._replace(inputs=()) for o in r.objects])
+                  for r in records]
+    learner = NetworkRecoveryDictionaryLearner(
+        layers=[list(layer) for layer in network.layers[::-1]])
+    learner.fit(sketches, detections)
+    paths = {}
+    for record in records:
+        for path, slots in _record_paths(record).items():
+            paths.setdefault(path, set()).update(slots)
+    edges = {(o.module, r.modules[r.ids.index(c)]) for r in records
+             for o in r.objects for c in o.inputs}
+    score = score_network_recovery(learner, sketcher,
+                                   {p: sorted(s) for p, s in paths.items()}, edges)
+    print(f"\nNetwork recovery from 1,000 (sketch, detections) pairs of a "
+          f"12-module network: {len(learner.blocks_)} path blocks, block cosine "
+          f"{score['block_cosine']:.3f}, wiring F1 {score['f1']:.2f} "
+          f"({len(learner.wiring_edges())} edges)")
+
+    chains, _ = make_activation_records(
+        5000, n_modules=8, depth=3, n_roots=1, n_children=1, branching="one",
+        shared_fraction=0.0, weights="random", class_sep=0.0, noise=1.0,
+        n_classes=5, random_state=1)
+    sketcher = RecursiveSketcher(256, random_state=0).fit(chains)
+    learner = NetworkRecoveryDictionaryLearner(random_state=0).fit(
+        sketcher.transform(chains))
+    paths = {}
+    for record in chains:
+        for path, slots in _record_paths(record).items():
+            paths.setdefault(path, set()).update(slots)
+    score = score_network_recovery(learner, sketcher,
+                                   {p: sorted(s) for p, s in paths.items()})
+    print(f"From 5,000 sketches alone (one chain each): {len(learner.blocks_)} "
+          f"path blocks for {len(paths)} true paths, block cosine "
+          f"{score['block_cosine']:.3f}, path-tree F1 {score['f1']:.2f}")
+
+
+def _record_paths(record):
+    """{module path: slots} of a record's objects, walking from its roots."""
+    objects = {obj.id: obj for obj in record.objects}
+    paths = {}
+
+    def walk(obj, prefix):
+        path = prefix + (obj.module,)
+        paths.setdefault(path, set()).add(obj.slot)
+        for child in obj.inputs:
+            walk(objects[child], path)
+
+    for root in record.roots:
+        walk(objects[root], ())
+    return paths
 
 
 def _walk_statistics(record, module):

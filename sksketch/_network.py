@@ -328,8 +328,13 @@ def _block_regression(S, columns, alpha):
         solution = np.linalg.lstsq(design, S, rcond=None)[0]
         residual = S - design @ solution
         n_iter += 1
+    selected, swaps = _prune(S, columns, selected, alpha * norm)
+    ambiguous |= swaps
     blocks = {}
-    if solution is not None:
+    if selected:
+        design = np.hstack([columns[i] for i in selected])
+        solution = np.linalg.lstsq(design, S, rcond=None)[0]
+        residual = S - design @ solution
         offsets = np.cumsum([0] + [columns[i].shape[1] for i in selected])
         for i, lo, hi in zip(selected, offsets[:-1], offsets[1:]):
             blocks[i] = solution[lo:hi]
@@ -337,6 +342,38 @@ def _block_regression(S, columns, alpha):
     kept = sorted(i for i in selected if np.linalg.norm(blocks[i]) > alpha * norm)
     error = float(np.linalg.norm(residual) / norm) if norm else 0.0
     return kept, blocks, sorted(ambiguous), n_iter, error
+
+
+def _prune(S, columns, selected, tolerance):
+    """Drop chosen candidates that the others already explain.
+
+    The greedy pass can choose a candidate that later choices make
+    redundant; with it, the design is rank-deficient and least squares
+    spreads blocks over both. A pruned candidate that could replace one that
+    stays is a pair the data cannot tell apart: reported, the kept one
+    dropped too.
+    """
+    def fits(candidates):
+        if not candidates:
+            return np.linalg.norm(S) <= tolerance
+        design = np.hstack([columns[i] for i in candidates])
+        solution = np.linalg.lstsq(design, S, rcond=None)[0]
+        return np.linalg.norm(S - design @ solution) <= tolerance
+
+    if not fits(selected):
+        return selected, set()
+    kept, pruned = list(selected), []
+    for candidate in reversed(selected):  # the latest choices first
+        rest = [i for i in kept if i != candidate]
+        if fits(rest):
+            kept, pruned = rest, pruned + [candidate]
+    swaps = set()
+    for candidate in pruned:
+        for other in kept:
+            if fits([i for i in kept if i != other] + [candidate]):
+                swaps.add((min(candidate, other), max(candidate, other)))
+    doubtful = {i for pair in swaps for i in pair}
+    return [i for i in kept if i not in doubtful], swaps
 
 
 # -- setting 2: sketches only -----------------------------------------------------
