@@ -216,19 +216,25 @@ def make_activation_records(n_records=100, *, n_modules=6, depth=3, fan_in=2,
     return records, labels
 
 
+def _new_object(objects, network, label, module, slot, weights, noise, rng):
+    """Append one object of ``module`` (attributes around its class mean)."""
+    dim = network.module_dims[module]
+    obj = {"id": len(objects), "module": module, "slot": slot, "inputs": [],
+           "attributes": network.class_means[label][module]
+           + noise * rng.standard_normal(dim),
+           "weight": 1.0 if weights == "unit" else rng.uniform(0.1, 1.0)}
+    objects.append(obj)
+    return obj
+
+
 def _make_record(network, label, n_roots, n_children, branching, shared_fraction,
                  weights, noise, rng):
     objects = []
     by_module = {}
     wiring = network.class_wiring[label]
-    means = network.class_means[label]
 
     def emit(module, slot):
-        dim = network.module_dims[module]
-        obj = {"id": len(objects), "module": module, "slot": slot, "inputs": [],
-               "attributes": means[module] + noise * rng.standard_normal(dim),
-               "weight": 1.0 if weights == "unit" else rng.uniform(0.1, 1.0)}
-        objects.append(obj)
+        obj = _new_object(objects, network, label, module, slot, weights, noise, rng)
         by_module.setdefault(module, []).append(obj)
         child_modules = wiring.get(module, ())
         if branching == "one" and child_modules:
@@ -255,16 +261,10 @@ def _make_dense_record(network, label, n_roots, n_children, branching,
     """Layer by layer: which modules fire, how many objects, all-to-all edges."""
     del shared_fraction  # every child is shared by all its parents here
     wiring = network.class_wiring[label]
-    means = network.class_means[label]
     objects = []
 
     def emit(module, slot):
-        dim = network.module_dims[module]
-        obj = {"id": len(objects), "module": module, "slot": slot, "inputs": [],
-               "attributes": means[module] + noise * rng.standard_normal(dim),
-               "weight": 1.0 if weights == "unit" else rng.uniform(0.1, 1.0)}
-        objects.append(obj)
-        return obj
+        return _new_object(objects, network, label, module, slot, weights, noise, rng)
 
     roots = network.class_roots[label]
     by_module = {}

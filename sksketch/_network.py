@@ -16,6 +16,7 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
+from joblib import Parallel, delayed
 from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import Bunch, check_random_state
@@ -49,9 +50,10 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
         Sketches only: how many sketches the subspace clustering looks at;
         the others are then assigned to the nearest subspace.
     random_state : int, RandomState instance or None, default=None
-        Draws the subsample and seeds the spectral clustering.
+        Draws the subsample and the sketches each subspace is found from.
     n_jobs : int, default=None
-        Parallel jobs of the spectral clustering.
+        Sketches only: threads over the independent groups of subspaces
+        (``None``: one, ``-1``: all). The result does not depend on it.
 
     Attributes
     ----------
@@ -145,7 +147,8 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
         else:
             fitted = _fit_sketches_only(S, self.max_depth, self.alpha,
                                         self.n_subsample,
-                                        check_random_state(self.random_state))
+                                        check_random_state(self.random_state),
+                                        self.n_jobs)
         for name, value in fitted.items():
             setattr(self, name, value)
         if self.ambiguous_:
@@ -379,12 +382,13 @@ def _prune(S, columns, selected, tolerance):
 # -- setting 2: sketches only -----------------------------------------------------
 
 
-def _fit_sketches_only(S, max_depth, alpha, n_subsample, rng):
+def _fit_sketches_only(S, max_depth, alpha, n_subsample, rng, n_jobs):
     norms = np.linalg.norm(S, axis=1)
     nonzero = np.flatnonzero(norms > 0)
     if nonzero.size < 2:
         raise ValueError(f"need at least 2 non-zero sketches; got {nonzero.size}")
-    bases, residuals, n_iter = _chain_subspaces(S[nonzero], alpha, n_subsample, rng)
+    bases, residuals, n_iter = _chain_subspaces(S[nonzero], alpha, n_subsample, rng,
+                                                n_jobs)
     nodes = _subspace_tree(bases, alpha, max_depth)
     component_rows, block_info, edges = [], [], set()
     start = 0
@@ -407,7 +411,7 @@ def _fit_sketches_only(S, max_depth, alpha, n_subsample, rng):
 _MAX_MONOMIALS = 2500
 
 
-def _chain_subspaces(S, alpha, n_subsample, rng):
+def _chain_subspaces(S, alpha, n_subsample, rng, n_jobs=None):
     """The subspaces the sketches lie in: one per set of co-activated paths.
 
     1. Groups of independent subspaces (paths with no block in common, e.g.
@@ -433,18 +437,16 @@ def _chain_subspaces(S, alpha, n_subsample, rng):
     group_spans = [_orthonormal(coordinates[sample[g]].T, alpha)
                    for g in _independent_groups(coordinates[sample], alpha)]
     membership = _nearest_subspace(coordinates, group_spans)
-    bases = []
-    for g, group_span in enumerate(group_spans):
-        local = coordinates[membership == g] @ group_span
-        quadrics = _vanishing_quadrics(local, alpha, rng)
-        unassigned = np.arange(local.shape[0])
-        while unassigned.size:
-            seed = local[unassigned[rng.randint(unassigned.size)]]
-            basis = _subspace_at(seed, quadrics, alpha)
-            inside = _residuals(local[unassigned], basis) <= np.sqrt(alpha)
-            inside |= np.all(local[unassigned] == seed, axis=1)
-            unassigned = unassigned[~inside]
-            bases.append(span @ group_span @ basis)
+    # Groups are independent: threads (BLAS releases the GIL), each with its
+    # own seed so that the result does not depend on n_jobs.
+    seeds = rng.randint(2**31 - 1, size=len(group_spans))
+    found = Parallel(n_jobs=n_jobs, prefer="threads")(
+        delayed(_group_subspaces)(coordinates[membership == g] @ group_span, alpha,
+                                  seed)
+        for g, (group_span, seed) in enumerate(zip(group_spans, seeds)))
+    bases = [span @ group_span @ basis
+             for group_span, local_bases in zip(group_spans, found)
+             for basis in local_bases]
     # K-subspaces refinement on every sketch.
     labels, n_iter = None, 0
     while n_iter < 10:
@@ -464,6 +466,22 @@ def _chain_subspaces(S, alpha, n_subsample, rng):
         distances[labels == c] = np.linalg.norm(
             members - (members @ basis) @ basis.T, axis=1)
     return bases, distances / np.linalg.norm(S, axis=1), n_iter
+
+
+def _group_subspaces(local, alpha, seed):
+    """Peel one group's subspaces: a random sketch's, then its inliers' out."""
+    rng = np.random.RandomState(seed)
+    quadrics = _vanishing_quadrics(local, alpha, rng)
+    bases = []
+    unassigned = np.arange(local.shape[0])
+    while unassigned.size:
+        seed_point = local[unassigned[rng.randint(unassigned.size)]]
+        basis = _subspace_at(seed_point, quadrics, alpha)
+        inside = _residuals(local[unassigned], basis) <= np.sqrt(alpha)
+        inside |= np.all(local[unassigned] == seed_point, axis=1)
+        unassigned = unassigned[~inside]
+        bases.append(basis)
+    return bases
 
 
 def _independent_groups(points, alpha):

@@ -156,3 +156,15 @@ def test_errors():
             layers=[["L1M0", "L1M1"], ["L0M0", "L0M1"]]).fit(sketches, records)
     with pytest.raises(ValueError, match="non-zero sketches"):
         NetworkRecoveryDictionaryLearner().fit(np.zeros((5, 8)))
+
+
+def test_n_jobs_does_not_change_the_result():
+    records, _ = make_activation_records(3000, n_modules=8, n_roots=1, n_children=1,
+                                         branching="one", weights="random",
+                                         class_sep=0.0, noise=1.0, n_classes=5,
+                                         random_state=1)
+    sketches = RecursiveSketcher(128, random_state=0).fit_transform(records)
+    one = NetworkRecoveryDictionaryLearner(random_state=0).fit(sketches)
+    two = NetworkRecoveryDictionaryLearner(random_state=0, n_jobs=2).fit(sketches)
+    np.testing.assert_array_equal(one.components_, two.components_)
+    np.testing.assert_array_equal(one.wiring_, two.wiring_)
