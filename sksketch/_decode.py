@@ -320,6 +320,6 @@ def make_decoder(method, structure, sketcher, *, max_active=0.5, tol=1e-10):
     """Build the decoder of ``method`` over ``structure`` for a fitted sketcher."""
     blocks = PathBlocks(sketcher._matrices(), sketcher.modules_)
     if method == "transpose":
-        return TransposeDecoder(structure, blocks, sketcher._engine_params[2])
+        return TransposeDecoder(structure, blocks, blocks.matrices.wrapper)
     return LstsqDecoder(structure, blocks.stack(structure.layout),
                         max_active=max_active, tol=tol)

@@ -153,7 +153,7 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
         self.paths_ = list(self._structure.paths)
         self.slots_ = {path: list(slots)
                        for path, slots in self._structure.slots_of.items()}
-        self.n_features_in_ = self.sketcher_._engine_params[0]
+        self.n_features_in_ = self.sketcher_._matrices().sketch_dim
         self.__dict__.pop("_decoder_cache", None)
         return self
 
