@@ -258,6 +258,15 @@ class RecordBatch:
     def dtype(self):
         return self._weight.dtype
 
+    @property
+    def adjacency(self):
+        """Sparse (n_objects, n_objects) 0/1 matrix: ``[i, j] = 1`` if i consumed j."""
+        from scipy.sparse import csr_array
+
+        return csr_array((np.ones(self._parent.size, np.int8),
+                          (self._parent, self._child)),
+                         shape=(self.n_objects, self.n_objects))
+
     def __len__(self):
         return self.n_records
 

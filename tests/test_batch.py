@@ -107,3 +107,15 @@ def _arrays(**overrides):
 def test_direct_construction_validates(overrides, error, match):
     with pytest.raises(error, match=match):
         RecordBatch(**_arrays(**overrides))
+
+
+def test_adjacency_is_the_inputs(dag_records):
+    batch = RecordBatch.from_records(dag_records[:3])
+    adjacency = batch.adjacency.toarray()
+    offset = 0
+    for record in dag_records[:3]:
+        position = {obj_id: offset + i for i, obj_id in enumerate(record.ids)}
+        for obj in record.objects:
+            expected = sorted(position[c] for c in obj.inputs)
+            assert np.flatnonzero(adjacency[position[obj.id]]).tolist() == expected
+        offset += record.n_objects
