@@ -55,6 +55,8 @@ def canonical_slot(value, where):
     they feed the stable seed of a node subspace, so ``3``, ``np.int64(3)`` all
     map to the same key while ``"3"`` stays a different one.
     """
+    if type(value) is int or type(value) is str:  # the common case, fast
+        return value
     if isinstance(value, bool | np.bool_):
         raise TypeError(f"{where}: field 'slot' must be an int, a str or a "
                         f"sequence of them; got a bool {value!r}")
@@ -74,6 +76,8 @@ def slot_to_json(slot):
 
 
 def _check_id(value, where):
+    if type(value) is int or type(value) is str:  # the common case, fast
+        return value
     if isinstance(value, bool | np.bool_) or not isinstance(value, Integral | str):
         raise TypeError(f"{where}: field 'id' must be an int or a str; "
                         f"got {type(value).__name__} {value!r}")
@@ -96,14 +100,13 @@ def _check_attributes(value, where):
     if array.ndim != 1:
         raise ValueError(f"{where}: field 'attributes' must be 1-D; "
                          f"got shape {array.shape}")
-    array = array.astype(np.float64)
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{where}: field 'attributes' holds non-finite values "
-                         f"(NaN or inf)")
-    return array
+    # Finiteness is checked per module, vectorized, once grouped.
+    return array.astype(np.float64)
 
 
 def _check_weight(value, where):
+    if type(value) is float and 0 <= value < np.inf:  # the common case, fast
+        return value
     if isinstance(value, bool | np.bool_) or not isinstance(value, Real):
         raise TypeError(f"{where}: field 'weight' must be a real number; "
                         f"got {type(value).__name__} {value!r}")
@@ -115,6 +118,9 @@ def _check_weight(value, where):
 
 
 def _as_fields(obj, where):
+    if type(obj) is dict and obj.keys() <= _OBJECT_FIELDS and "attributes" in obj \
+            and "module" in obj and "id" in obj:  # the common case, fast
+        return obj
     if isinstance(obj, ActivationObject):
         return obj._asdict()
     if not isinstance(obj, Mapping):
@@ -306,6 +312,13 @@ class ActivationRecord:
         self._set_arrays(ids, module_names, module_codes, attributes,
                          np.asarray(weights, dtype=np.float64), slots,
                          parent, child, roots)
+        for code, block in enumerate(self._attributes):
+            bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+            if bad.size:
+                first = np.flatnonzero(module_codes == code)[bad[0]]
+                raise ValueError(f"{where}, object {ids[first]!r}: field "
+                                 f"'attributes' holds non-finite values "
+                                 f"(NaN or inf)")
 
     def _set_arrays(self, ids, module_names, module_codes, attributes, weights,
                     slots, parent, child, roots):
