@@ -16,13 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._batch import as_batch
 from ._paths import PathBlocks
 from ._random import ModuleMatrices
-from ._unroll import (
-    ColumnLayout,
-    Workspace,
-    chunks_by_record,
-    coefficients,
-    unroll,
-)
+from ._unroll import ColumnLayout, coefficient_chunks, unroll
 
 # Records per chunk: at most this many coefficient values (their index and
 # value buffers then stay within the L2 cache) and coefficient-matrix entries.
@@ -45,9 +39,7 @@ def _sketch_batch(batch, matrices, dtype):
         batch.n_records, 1)
     chunk_size = int(max(1, min(_CHUNK_VALUES // max(values_per_record, 1),
                                 _CHUNK_ELEMENTS // max(layout.n_columns, 1))))
-    workspace = Workspace()
-    for lo, hi, entries in chunks_by_record(batch, unrolled, chunk_size):
-        z = coefficients(batch, entries, layout, lo, hi, workspace)
+    for lo, hi, z in coefficient_chunks(batch, unrolled, layout, chunk_size):
         np.matmul(z.astype(dtype, copy=False), g_rows, out=sketches[lo:hi])
     return sketches
 

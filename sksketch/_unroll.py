@@ -159,27 +159,6 @@ class ColumnLayout:
         return cls(items, batch.module_dims)
 
 
-def chunks_by_record(batch, unrolled, chunk_size):
-    """Split the entries into runs of at most ``chunk_size`` whole records.
-
-    Yields ``(lo, hi, entries)``: ``entries`` are those of records ``lo..hi-1``.
-    """
-    if batch.n_records <= chunk_size:
-        yield 0, batch.n_records, unrolled
-        return
-    n_chunks = -(-batch.n_records // chunk_size)
-    chunk = batch._record[unrolled.obj] // chunk_size
-    # A stable sort of small integers is a radix sort: linear in the entries.
-    order = np.argsort(chunk.astype(np.uint16 if n_chunks < 2**16 else np.uint32),
-                       kind="stable")
-    bounds = np.concatenate(([0], np.cumsum(np.bincount(chunk, minlength=n_chunks))))
-    for k in range(n_chunks):
-        take = order[bounds[k]:bounds[k + 1]]
-        yield (k * chunk_size, min((k + 1) * chunk_size, batch.n_records),
-               Unrolled(unrolled.paths, unrolled.path[take], unrolled.obj[take],
-                        unrolled.weight[take]))
-
-
 class Workspace:
     """Scratch buffers reused across chunks.
 
@@ -220,59 +199,75 @@ def block_offsets(batch, unrolled, layout):
     return a_table[unrolled.path], n_table[unrolled.path, slot]
 
 
-def coefficients(batch, unrolled, layout, lo=0, hi=None, workspace=None):
-    """Dense coefficient matrix ``Z`` with ``S = Z @ G_stacked^T``.
+def coefficient_chunks(batch, unrolled, layout, chunk_size):
+    """Dense coefficient matrices ``Z`` with ``S = Z @ G_stacked^T``, by chunk.
 
-    Parameters
-    ----------
-    batch : RecordBatch
-    unrolled : Unrolled
-        Entries of records ``lo..hi-1`` of ``batch`` only.
-    layout : ColumnLayout
-        Must hold every block that the entries touch.
-    lo, hi : int
-        The range of records; row ``i`` of ``Z`` is record ``lo + i``.
-    workspace : Workspace, default=None
-        Scratch buffers to reuse.
+    Yields ``(lo, hi, Z)`` for runs of at most ``chunk_size`` whole records:
+    ``Z`` has shape (hi - lo, layout.n_columns), float64, and row ``i`` is
+    record ``lo + i``. The layout must hold every block the entries touch.
 
-    Returns
-    -------
-    Z : ndarray of shape (hi - lo, layout.n_columns), float64
+    Everything per entry -- its chunk, module, row and column offsets -- is
+    computed once; the entries are then sorted by (chunk, module) with a
+    linear-time radix sort, so each chunk and module is a contiguous run.
     """
-    hi = batch.n_records if hi is None else hi
-    n_rows = hi - lo
+    n_records, n_columns = batch.n_records, layout.n_columns
+    chunk_size = max(1, min(chunk_size, max(n_records, 1)))
+    n_chunks = max(1, -(-n_records // chunk_size))
+    n_modules = max(len(batch._attributes), 1)
     obj, eff = unrolled.obj, unrolled.weight
-    a_offset, n_offset = block_offsets(batch, unrolled, layout)
-    row_start = (batch._record[obj] - lo) * layout.n_columns
-    a_start, n_start = row_start + a_offset, row_start + n_offset
+    record = batch._record[obj]
     module = batch._module_codes[obj]
-    dims = np.array([block.shape[1] for block in batch._attributes], np.intp)
-    # One flat (index, value) buffer for every module, then a single bincount.
-    # Per module it holds the attributes (n_entries x dim, contiguous), then
-    # the presences.
-    total = int((dims[module] + 1).sum())
-    workspace = Workspace() if workspace is None else workspace
-    flat_index = workspace.get("index", total, np.intp)
-    values = workspace.get("values", total)
-    position = 0
-    for code, block in enumerate(batch._attributes):
-        members = np.flatnonzero(module == code)
-        if not members.size:
-            continue
-        dim, count = block.shape[1], members.size
-        attribute_part = slice(position, position + dim * count)
-        presence = slice(attribute_part.stop, attribute_part.stop + count)
-        position = presence.stop
-        w = eff[members]
-        # (np.take gathers rows several times faster than fancy indexing)
-        attributes = np.take(block, np.take(batch._rows, obj[members]), axis=0,
-                             out=workspace.get("gather", count * dim,
-                                               block.dtype).reshape(count, dim))
-        np.multiply(attributes, w[:, None],
-                    out=values[attribute_part].reshape(count, dim))
-        values[presence] = w
-        np.add(n_start[members, None], np.arange(dim),
-               out=flat_index[attribute_part].reshape(count, dim))
-        flat_index[presence] = a_start[members]
-    z = np.bincount(flat_index, weights=values, minlength=n_rows * layout.n_columns)
-    return z.reshape(n_rows, layout.n_columns)
+    key = (record // chunk_size) * n_modules + module
+    # A stable sort of small integers is a radix sort: linear in the entries.
+    order = np.argsort(key.astype(np.uint32 if n_chunks * n_modules < 2**32
+                                  else np.uint64), kind="stable")
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(
+        key, minlength=n_chunks * n_modules)))).reshape(-1)
+    a_offset, n_offset = block_offsets(batch, unrolled, layout)
+    row_start = (record % chunk_size) * n_columns
+    a_start = (row_start + a_offset)[order]
+    n_start = (row_start + n_offset)[order]
+    rows = batch._rows[obj][order]
+    eff = eff[order]
+    dims = [block.shape[1] for block in batch._attributes]
+    workspace = Workspace()
+    for chunk in range(n_chunks):
+        lo, hi = chunk * chunk_size, min((chunk + 1) * chunk_size, n_records)
+        # One flat (index, value) buffer for all modules, one bincount. Per
+        # module it holds the attributes (entries x dim), then the presences.
+        counts = np.diff(bounds[chunk * n_modules:(chunk + 1) * n_modules + 1])
+        total = int(np.dot(counts[:len(dims)], np.add(dims, 1)))
+        flat_index = workspace.get("index", total, np.intp)
+        values = workspace.get("values", total)
+        position = 0
+        for code, block in enumerate(batch._attributes):
+            start = bounds[chunk * n_modules + code]
+            count, dim = counts[code], dims[code]
+            stop = start + count
+            if not count:
+                continue
+            attribute_part = slice(position, position + dim * count)
+            presence = slice(attribute_part.stop, attribute_part.stop + count)
+            position = presence.stop
+            w = eff[start:stop]
+            # (np.take gathers rows several times faster than fancy indexing)
+            attributes = np.take(block, rows[start:stop], axis=0,
+                                 out=workspace.get("gather", count * dim,
+                                                   block.dtype).reshape(count, dim))
+            np.multiply(attributes, w[:, None],
+                        out=values[attribute_part].reshape(count, dim))
+            values[presence] = w
+            np.add(n_start[start:stop, None], np.arange(dim),
+                   out=flat_index[attribute_part].reshape(count, dim))
+            flat_index[presence] = a_start[start:stop]
+        z = np.bincount(flat_index, weights=values,
+                        minlength=(hi - lo) * n_columns)
+        yield lo, hi, z.reshape(hi - lo, n_columns)
+
+
+def coefficients(batch, unrolled, layout):
+    """The coefficient matrix ``Z`` of the whole batch (see coefficient_chunks)."""
+    if batch.n_records == 0:
+        return np.zeros((0, layout.n_columns))
+    _, _, z = next(coefficient_chunks(batch, unrolled, layout, batch.n_records))
+    return z
