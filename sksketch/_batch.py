@@ -11,7 +11,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ._dag import check_acyclic, default_slot_ordinals, expand
-from ._records import ActivationRecord, as_record, canonical_slot
+from ._records import (
+    ActivationRecord,
+    as_record,
+    assemble,
+    canonical_slot,
+    parse_objects,
+    record_fields,
+)
 
 
 class RecordBatch:
@@ -181,8 +188,18 @@ class RecordBatch:
         """
         if isinstance(records, RecordBatch):
             return records.astype(dtype)
-        records = [as_record(r, index=i) for i, r in enumerate(records)]
         dtype = np.dtype(dtype)
+        if all(type(r) is dict for r in records):
+            # JSON dicts: check each object, then the structure of the whole
+            # batch at once, without building a record object each.
+            arrays = assemble([parse_objects(*record_fields(r, f"record {i}"),
+                                             f"record {i}")
+                               for i, r in enumerate(records)])
+            arrays["_attributes"] = tuple(a.astype(dtype, copy=False)
+                                          for a in arrays["_attributes"])
+            arrays["_weight"] = arrays["_weight"].astype(dtype, copy=False)
+            return cls._from_arrays(**arrays)
+        records = [as_record(r, index=i) for i, r in enumerate(records)]
         dims = {}
         for index, record in enumerate(records):
             for name, block in zip(record._module_names, record._attributes):

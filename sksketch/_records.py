@@ -200,153 +200,21 @@ class ActivationRecord:
         where = "record" if index is None else f"record {index}"
         if isinstance(data, ActivationRecord):
             return data
-        if not isinstance(data, Mapping):
-            raise TypeError(f"{where}: expected a mapping with key 'objects'; "
-                            f"got {type(data).__name__}")
-        unknown = sorted(map(str, set(data) - _RECORD_FIELDS))
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {unknown}; a record has "
-                             f"{sorted(_RECORD_FIELDS)}")
-        if "objects" not in data:
-            raise ValueError(f"{where}: missing required field 'objects'")
+        objects, outputs = record_fields(data, where)
         record = cls.__new__(cls)
-        record._parse(data["objects"], data.get("outputs"), where)
+        record._parse(objects, outputs, where)
         return record
 
     def _parse(self, objects, outputs, where):
-        if isinstance(objects, str | bytes | Mapping) or not isinstance(
-            objects, Sequence
-        ):
-            raise TypeError(f"{where}: field 'objects' must be a list of objects; "
-                            f"got {type(objects).__name__}")
-        ids, modules, attributes, weights, slots, inputs = [], [], [], [], [], []
-        position = {}
-        module_dims = {}
-        for ordinal, obj in enumerate(objects):
-            obj_where = f"{where}, object #{ordinal}"
-            fields = _as_fields(obj, obj_where)
-            obj_id = _check_id(fields["id"], obj_where)
-            obj_where = f"{where}, object {obj_id!r}"
-            if obj_id in position:
-                raise ValueError(f"{obj_where}: field 'id' duplicates object "
-                                 f"#{position[obj_id]}")
-            position[obj_id] = ordinal
-            module = fields["module"]
-            if not isinstance(module, str):
-                raise TypeError(f"{obj_where}: field 'module' must be a str; "
-                                f"got {type(module).__name__} {module!r}")
-            if not module:
-                raise ValueError(f"{obj_where}: field 'module' is empty")
-            x = _check_attributes(fields["attributes"], obj_where)
-            known_dim = module_dims.setdefault(module, x.shape[0])
-            if known_dim != x.shape[0]:
-                raise ValueError(
-                    f"{obj_where}: field 'attributes' has dimension {x.shape[0]}, "
-                    f"but module {module!r} has dimension {known_dim} in this record")
-            slot = fields.get("slot")
-            raw_inputs = fields.get("inputs", ())
-            if raw_inputs is None:
-                raw_inputs = ()
-            if isinstance(raw_inputs, str | bytes | Mapping) or not isinstance(
-                raw_inputs, Sequence | np.ndarray
-            ):
-                raise TypeError(f"{obj_where}: field 'inputs' must be a list of "
-                                f"ids; got {type(raw_inputs).__name__}")
-            ids.append(obj_id)
-            modules.append(module)
-            attributes.append(x)
-            weights.append(_check_weight(fields.get("weight", 1.0), obj_where))
-            slots.append(None if slot is None else canonical_slot(slot, obj_where))
-            inputs.append(raw_inputs)
-
-        parent, child = [], []
-        for index, raw_inputs in enumerate(inputs):
-            obj_where = f"{where}, object {ids[index]!r}"
-            seen = set()
-            for input_id in raw_inputs:
-                input_id = _check_id(input_id, f"{obj_where}, field 'inputs'")
-                if input_id not in position:
-                    raise ValueError(f"{obj_where}: field 'inputs' names id "
-                                     f"{input_id!r}, which is not an object of "
-                                     f"this record")
-                if input_id in seen:
-                    raise ValueError(f"{obj_where}: field 'inputs' lists id "
-                                     f"{input_id!r} twice")
-                seen.add(input_id)
-                parent.append(index)
-                child.append(position[input_id])
-        n_objects = len(ids)
-        parent = np.asarray(parent, dtype=np.intp)
-        child = np.asarray(child, dtype=np.intp)
-        on_cycle = check_acyclic(n_objects, parent, child)
-        if on_cycle >= 0:
-            raise ValueError(f"{where}, object {ids[on_cycle]!r}: field 'inputs' "
-                             f"closes a cycle; a record must be a DAG")
-
-        if outputs is None:
-            roots = np.flatnonzero(np.bincount(child, minlength=n_objects) == 0)
-        else:
-            if isinstance(outputs, str | bytes | Mapping) or not isinstance(
-                outputs, Sequence | np.ndarray
-            ):
-                raise TypeError(f"{where}: field 'outputs' must be a list of ids; "
-                                f"got {type(outputs).__name__}")
-            roots = []
-            for output in outputs:
-                output = _check_id(output, f"{where}, field 'outputs'")
-                if output not in position:
-                    raise ValueError(f"{where}: field 'outputs' names id "
-                                     f"{output!r}, which is not an object of this "
-                                     f"record")
-                roots.append(position[output])
-            if len(set(roots)) != len(roots):
-                raise ValueError(f"{where}: field 'outputs' lists an id twice")
-            roots = np.asarray(roots, dtype=np.intp)
-
-        module_names = tuple(sorted(module_dims))
-        code_of = {name: code for code, name in enumerate(module_names)}
-        module_codes = np.fromiter((code_of[m] for m in modules), np.intp, n_objects)
-        ordinals = default_slot_ordinals(n_objects, module_codes, parent, child)
-        slots = [s if s is not None else int(o) for s, o in zip(slots, ordinals)]
-
-        self._set_arrays(ids, module_names, module_codes, attributes,
-                         np.asarray(weights, dtype=np.float64), slots,
-                         parent, child, roots)
-        for code, block in enumerate(self._attributes):
-            bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
-            if bad.size:
-                first = np.flatnonzero(module_codes == code)[bad[0]]
-                raise ValueError(f"{where}, object {ids[first]!r}: field "
-                                 f"'attributes' holds non-finite values "
-                                 f"(NaN or inf)")
-
-    def _set_arrays(self, ids, module_names, module_codes, attributes, weights,
-                    slots, parent, child, roots):
-        n_objects = len(ids)
-        rows = np.zeros(n_objects, dtype=np.intp)
-        grouped = []
-        for code in range(len(module_names)):
-            members = np.flatnonzero(module_codes == code)
-            rows[members] = np.arange(members.size)
-            block = np.asarray([attributes[i] for i in members], dtype=np.float64)
-            block.setflags(write=False)
-            grouped.append(block)
-        slot_keys = tuple(dict.fromkeys(slots))
-        slot_code_of = {key: code for code, key in enumerate(slot_keys)}
-        self._ids = tuple(ids)
-        self._module_names = module_names
-        self._module_codes = module_codes
-        self._rows = rows
-        self._attributes = tuple(grouped)
-        self._weights = weights
-        self._slot_keys = slot_keys
-        self._slot_codes = np.fromiter((slot_code_of[s] for s in slots), np.intp,
-                                       n_objects)
-        self._parent = parent
-        self._child = child
-        self._roots = np.asarray(roots, dtype=np.intp)
-        for array in (module_codes, rows, weights, self._slot_codes, parent, child,
-                      self._roots):
+        arrays = assemble([parse_objects(objects, outputs, where)])
+        self._ids = tuple(arrays["_object_ids"])
+        for name in ("_module_names", "_module_codes", "_rows", "_attributes",
+                     "_slot_keys", "_slot_codes", "_parent", "_child", "_roots"):
+            setattr(self, name, arrays[name])
+        self._weights = arrays["_weight"]
+        for array in (self._module_codes, self._rows, self._weights,
+                      self._slot_codes, self._parent, self._child, self._roots,
+                      *self._attributes):
             array.setflags(write=False)
 
     # -- read access -------------------------------------------------------
@@ -438,6 +306,206 @@ class ActivationRecord:
     def __setstate__(self, state):
         for name, value in state.items():
             object.__setattr__(self, name, value)
+
+
+def record_fields(data, where):
+    """``(objects, outputs)`` of a record's JSON form, checked."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{where}: expected a mapping with key 'objects'; "
+                        f"got {type(data).__name__}")
+    unknown = sorted(map(str, set(data) - _RECORD_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; a record has "
+                         f"{sorted(_RECORD_FIELDS)}")
+    if "objects" not in data:
+        raise ValueError(f"{where}: missing required field 'objects'")
+    return data["objects"], data.get("outputs")
+
+
+class _Parsed(NamedTuple):
+    """One record's objects after the per-object checks, before the arrays."""
+
+    where: str
+    ids: list
+    modules: list
+    attributes: list
+    weights: list
+    slots: list  # None where the default applies
+    parent: list  # local indices, in list order
+    child: list
+    roots: list | None  # local indices of explicit outputs, or None
+    module_dims: dict
+
+
+def parse_objects(objects, outputs, where):
+    """Check every object of one record; return its fields as lists.
+
+    Raises TypeError/ValueError naming ``where``, the object and the field.
+    Structure across objects (cycles, default slots, finiteness) is checked
+    by :func:`assemble`, once for a whole batch.
+    """
+    if isinstance(objects, str | bytes | Mapping) or not isinstance(objects, Sequence):
+        raise TypeError(f"{where}: field 'objects' must be a list of objects; "
+                        f"got {type(objects).__name__}")
+    ids, modules, attributes, weights, slots, inputs = [], [], [], [], [], []
+    position = {}
+    module_dims = {}
+    for ordinal, obj in enumerate(objects):
+        obj_where = f"{where}, object #{ordinal}"
+        fields = _as_fields(obj, obj_where)
+        obj_id = _check_id(fields["id"], obj_where)
+        obj_where = f"{where}, object {obj_id!r}"
+        if obj_id in position:
+            raise ValueError(f"{obj_where}: field 'id' duplicates object "
+                             f"#{position[obj_id]}")
+        position[obj_id] = ordinal
+        module = fields["module"]
+        if type(module) is not str:
+            if not isinstance(module, str):
+                raise TypeError(f"{obj_where}: field 'module' must be a str; "
+                                f"got {type(module).__name__} {module!r}")
+            module = str(module)
+        if not module:
+            raise ValueError(f"{obj_where}: field 'module' is empty")
+        x = _check_attributes(fields["attributes"], obj_where)
+        known_dim = module_dims.setdefault(module, x.shape[0])
+        if known_dim != x.shape[0]:
+            raise ValueError(
+                f"{obj_where}: field 'attributes' has dimension {x.shape[0]}, "
+                f"but module {module!r} has dimension {known_dim} in this record")
+        slot = fields.get("slot")
+        raw_inputs = fields.get("inputs", ())
+        if raw_inputs is None:
+            raw_inputs = ()
+        if isinstance(raw_inputs, str | bytes | Mapping) or not isinstance(
+            raw_inputs, Sequence | np.ndarray
+        ):
+            raise TypeError(f"{obj_where}: field 'inputs' must be a list of "
+                            f"ids; got {type(raw_inputs).__name__}")
+        ids.append(obj_id)
+        modules.append(module)
+        attributes.append(x)
+        weights.append(_check_weight(fields.get("weight", 1.0), obj_where))
+        slots.append(None if slot is None else canonical_slot(slot, obj_where))
+        inputs.append(raw_inputs)
+
+    parent, child = [], []
+    for index, raw_inputs in enumerate(inputs):
+        if not len(raw_inputs):
+            continue
+        obj_where = f"{where}, object {ids[index]!r}"
+        seen = set()
+        for input_id in raw_inputs:
+            input_id = _check_id(input_id, f"{obj_where}, field 'inputs'")
+            if input_id not in position:
+                raise ValueError(f"{obj_where}: field 'inputs' names id "
+                                 f"{input_id!r}, which is not an object of "
+                                 f"this record")
+            if input_id in seen:
+                raise ValueError(f"{obj_where}: field 'inputs' lists id "
+                                 f"{input_id!r} twice")
+            seen.add(input_id)
+            parent.append(index)
+            child.append(position[input_id])
+
+    roots = None
+    if outputs is not None:
+        if isinstance(outputs, str | bytes | Mapping) or not isinstance(
+            outputs, Sequence | np.ndarray
+        ):
+            raise TypeError(f"{where}: field 'outputs' must be a list of ids; "
+                            f"got {type(outputs).__name__}")
+        roots = []
+        for output in outputs:
+            output = _check_id(output, f"{where}, field 'outputs'")
+            if output not in position:
+                raise ValueError(f"{where}: field 'outputs' names id {output!r}, "
+                                 f"which is not an object of this record")
+            roots.append(position[output])
+        if len(set(roots)) != len(roots):
+            raise ValueError(f"{where}: field 'outputs' lists an id twice")
+    return _Parsed(where, ids, modules, attributes, weights, slots, parent, child,
+                   roots, module_dims)
+
+
+def assemble(parsed):
+    """Columnar arrays of parsed records, their structure checked at once.
+
+    Checks that a module keeps its dimension across records, that no record
+    has a cycle and that attributes are finite, with one vectorized pass over
+    the whole batch; resolves default slots and roots. Returns the fields of
+    a :class:`RecordBatch`.
+    """
+    dims = {}
+    for index, record in enumerate(parsed):
+        for name, dim in record.module_dims.items():
+            known = dims.setdefault(name, (dim, index))
+            if known[0] != dim:
+                first = record.ids[record.modules.index(name)]
+                raise ValueError(
+                    f"{record.where}, object {first!r}: module {name!r} has "
+                    f"attribute dimension {dim}, but {known[0]} in record "
+                    f"{known[1]}")
+    module_names = tuple(sorted(dims))
+    code_of = {name: code for code, name in enumerate(module_names)}
+    sizes = np.fromiter((len(r.ids) for r in parsed), np.intp, len(parsed))
+    offsets = np.concatenate(([0], np.cumsum(sizes)))
+    n_objects = int(offsets[-1])
+    record = np.repeat(np.arange(len(parsed)), sizes)
+    ids = [i for r in parsed for i in r.ids]
+    module_codes = np.fromiter((code_of[m] for r in parsed for m in r.modules),
+                               np.intp, n_objects)
+    parent = np.fromiter((p + o for r, o in zip(parsed, offsets.tolist())
+                          for p in r.parent), np.intp)
+    child = np.fromiter((c + o for r, o in zip(parsed, offsets.tolist())
+                         for c in r.child), np.intp)
+    on_cycle = check_acyclic(n_objects, parent, child)
+    if on_cycle >= 0:
+        raise ValueError(f"{parsed[record[on_cycle]].where}, object "
+                         f"{ids[on_cycle]!r}: field 'inputs' closes a cycle; "
+                         f"a record must be a DAG")
+
+    # Roots: the explicit outputs, else the objects nothing consumes.
+    implicit = np.bincount(child, minlength=n_objects) == 0
+    explicit = np.fromiter((r.roots is not None for r in parsed), bool, len(parsed))
+    implicit &= ~explicit[record]
+    roots = np.concatenate([np.flatnonzero(implicit)] + [
+        np.asarray(r.roots, np.intp) + o
+        for r, o in zip(parsed, offsets.tolist()) if r.roots is not None])
+    roots = roots[np.argsort(record[roots], kind="stable")] if roots.size else \
+        roots.astype(np.intp)
+
+    ordinals = default_slot_ordinals(n_objects, module_codes, parent, child,
+                                     group=record).tolist()
+    slots = [s if s is not None else o for s, o in
+             zip((s for r in parsed for s in r.slots), ordinals)]
+    slot_keys = tuple(dict.fromkeys(slots))
+    slot_code_of = {key: code for code, key in enumerate(slot_keys)}
+    slot_codes = np.fromiter((slot_code_of[s] for s in slots), np.intp, n_objects)
+
+    attributes = [x for r in parsed for x in r.attributes]
+    rows = np.zeros(n_objects, dtype=np.intp)
+    grouped = []
+    for code, name in enumerate(module_names):
+        members = np.flatnonzero(module_codes == code)
+        rows[members] = np.arange(members.size)
+        block = np.asarray([attributes[i] for i in members], dtype=np.float64)
+        block = block.reshape(members.size, dims[name][0])
+        bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+        if bad.size:
+            first = members[bad[0]]
+            raise ValueError(f"{parsed[record[first]].where}, object "
+                             f"{ids[first]!r}: field 'attributes' holds "
+                             f"non-finite values (NaN or inf)")
+        grouped.append(block)
+    return {"n_records": len(parsed), "_record": record,
+            "_module_names": module_names, "_module_codes": module_codes,
+            "_rows": rows, "_attributes": tuple(grouped),
+            "_weight": np.fromiter((w for r in parsed for w in r.weights),
+                                   np.float64, n_objects),
+            "_slot_keys": slot_keys, "_slot_codes": slot_codes,
+            "_parent": parent, "_child": child, "_roots": roots,
+            "_object_ids": ids}
 
 
 def as_record(data, index=None):
