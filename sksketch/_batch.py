@@ -58,6 +58,22 @@ class RecordBatch:
     n_objects : int
     module_dims : dict of str to int
         Attribute dimension of each module in the batch, sorted by name.
+
+    Examples
+    --------
+    Two records from flat arrays: record 0 is a ``cat`` consuming an
+    ``edge``; record 1 a lone ``cat``.
+
+    >>> import numpy as np
+    >>> from sksketch import RecordBatch
+    >>> batch = RecordBatch(
+    ...     module=["cat", "edge", "cat"], record=[0, 0, 1],
+    ...     attributes={"cat": [[1.0, 0.5], [0.2, 0.1]], "edge": [[0.3]]},
+    ...     edges=[[0, 1]])
+    >>> batch.n_records, batch.n_objects, batch.module_dims
+    (2, 3, {'cat': 2, 'edge': 1})
+    >>> [record.roots for record in batch.to_records()]
+    [(0,), (2,)]
     """
 
     def __init__(self, *, module, attributes, record=None, n_records=None,

@@ -69,6 +69,18 @@ def write_records(records, file):
     -------
     n_written : int
         Number of records written.
+
+    Examples
+    --------
+    >>> import io
+    >>> from sksketch import make_activation_records, read_records, write_records
+    >>> records, _ = make_activation_records(3, random_state=0)
+    >>> buffer = io.StringIO()
+    >>> write_records(records, buffer)
+    3
+    >>> _ = buffer.seek(0)
+    >>> list(read_records(buffer)) == records
+    True
     """
     n_written = 0
     with _open(file, "w") as handle:

@@ -529,6 +529,16 @@ def merge_records(records):
     Returns
     -------
     merged : ActivationRecord
+
+    Examples
+    --------
+    >>> from sksketch import make_activation_records, merge_records
+    >>> records, _ = make_activation_records(2, random_state=0)
+    >>> merged = merge_records(records)
+    >>> merged.n_objects == records[0].n_objects + records[1].n_objects
+    True
+    >>> len(merged.roots) == len(records[0].roots) + len(records[1].roots)
+    True
     """
     objects, outputs = [], []
     offset = 0
