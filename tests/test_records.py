@@ -177,7 +177,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=300, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(index=st.integers(0, 4),
        field=st.sampled_from(["id", "module", "attributes", "weight", "slot",
@@ -196,7 +196,7 @@ def test_any_single_field_corruption_is_handled(index, field, value):
     assert np.all(np.isfinite(sketch))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(data=json_values)
 def test_arbitrary_json_is_rejected_cleanly(data):
     try:
