@@ -13,8 +13,16 @@ from ._unroll import ColumnLayout, unroll
 # of the sketch (E||W^T v||^2 = ||v||^2 / 2, scaled by 4), and the fourth
 # moment of W^T W adds a quarter per level on the path's own terms
 # (E||W^T W v||^2 = 5/16 ||v||^2 = 5/4 * (1/2)^2 ||v||^2). So the error of a
-# node's attributes is about (2 * (5/4)^2)^(L/2) ||S|| sqrt(dim / d).
-_TRANSPOSE_VARIANCE_PER_LEVEL = 2 * (5 / 4) ** 2
+# node's attributes is about (2 * (5/4)^2)^(L/2) ||S|| sqrt(dim / d). Without
+# wrappers, C^T reads the rest of the sketch at its scale (a variance of 1)
+# and each wiring's fourth moment, E||C^T C v||^2 = (2 + 1/d) ||v||^2, adds at
+# most 1 on the path's own terms: about (1 + L)^(1/2) ||S|| sqrt(dim / d).
+
+
+def _transpose_variance(wrapper, depth):
+    if wrapper == "half_identity":
+        return (2 * (5 / 4) ** 2) ** depth
+    return 1.0 + depth
 
 
 @validate_params(
@@ -24,11 +32,12 @@ _TRANSPOSE_VARIANCE_PER_LEVEL = 2 * (5 / 4) ** 2
         "error": [Interval(Real, 0, None, closed="neither")],
         "max_depth": [Interval(Integral, 1, None, closed="left"), None],
         "max_active": [Interval(Real, 0, 1, closed="right")],
+        "wrapper": [StrOptions({"half_identity", "none"})],
     },
     prefer_skip_nested_validation=True,
 )
 def suggest_sketch_dim(records, *, method="lstsq", error=0.1, max_depth=None,
-                       max_active=0.5):
+                       max_active=0.5, wrapper="half_identity"):
     """The smallest sketch dimension that decodes records of this shape.
 
     Parameters
@@ -44,9 +53,10 @@ def suggest_sketch_dim(records, *, method="lstsq", error=0.1, max_depth=None,
           ``max_active * d``: returns ``ceil(n_unknowns / max_active)``.
         - ``"transpose"``: the error on a node's attributes, relative to the
           sketch norm, is about ``kappa^L sqrt(dim / d)`` for a path of ``L``
-          modules, with ``kappa^2 = 2 * (5/4)^2`` (the wrappers'
-          ``(I + R)/2``); returns the ``d`` that brings it to ``error`` for
-          the longest path and the largest ``dim``.
+          modules, with ``kappa^2 = 2 * (5/4)^2`` with the wrappers
+          ``(I + R)/2``, and about ``sqrt((1 + L) dim / d)`` without; returns
+          the ``d`` that brings it to ``error`` for the longest path and the
+          largest ``dim``.
     error : float, default=0.1
         With ``method="transpose"``: the relative error to reach.
     max_depth : int, default=None
@@ -54,6 +64,8 @@ def suggest_sketch_dim(records, *, method="lstsq", error=0.1, max_depth=None,
     max_active : float, default=0.5
         With ``method="lstsq"``: the largest unknowns-to-``d`` ratio decoded
         exactly, as in SketchAttributeRecoverer.
+    wrapper : {"half_identity", "none"}, default="half_identity"
+        With ``method="transpose"``: the sketcher's wrapper.
 
     Returns
     -------
@@ -76,4 +88,4 @@ def suggest_sketch_dim(records, *, method="lstsq", error=0.1, max_depth=None,
         return int(math.ceil(n_unknowns / max_active))
     depth = max(len(path) for path in unrolled.paths)
     dim = max(max(dims[path[-1]] for path in unrolled.paths), 1)
-    return int(math.ceil(_TRANSPOSE_VARIANCE_PER_LEVEL ** depth * dim / error**2))
+    return int(math.ceil(_transpose_variance(wrapper, depth) * dim / error**2))

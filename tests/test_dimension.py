@@ -39,13 +39,16 @@ def test_lstsq_suggestion_is_exact_and_not_wasteful(records):
     assert _max_error(records + everything, n_unknowns - 1) > 1e-3
 
 
-def test_transpose_suggestion_meets_the_error_and_not_wasteful(records):
+@pytest.mark.parametrize("wrapper", ["half_identity", "none"])
+def test_transpose_suggestion_meets_the_error_and_not_wasteful(records, wrapper):
     target = 0.5
-    sketch_dim = suggest_sketch_dim(records, method="transpose", error=target)
+    sketch_dim = suggest_sketch_dim(records, method="transpose", error=target,
+                                    wrapper=wrapper)
 
     def mean_relative_error(d):
-        recoverer = SketchAttributeRecoverer(RecursiveSketcher(d, random_state=0),
-                                             method="transpose").fit(records)
+        recoverer = SketchAttributeRecoverer(
+            RecursiveSketcher(d, wrapper=wrapper, random_state=0),
+            method="transpose").fit(records)
         sketches = recoverer.sketcher_.transform(records)
         errors = []
         for record, sketch in zip(records, sketches):
