@@ -16,6 +16,7 @@ from ._records import (
     as_record,
     assemble,
     canonical_slot,
+    merge_module_dims,
     parse_objects,
     record_fields,
 )
@@ -216,18 +217,10 @@ class RecordBatch:
             arrays["_weight"] = arrays["_weight"].astype(dtype, copy=False)
             return cls._from_arrays(**arrays)
         records = [as_record(r, index=i) for i, r in enumerate(records)]
-        dims = {}
-        for index, record in enumerate(records):
-            for name, block in zip(record._module_names, record._attributes):
-                dim = block.shape[1]
-                known = dims.setdefault(name, (dim, index))
-                if known[0] != dim:
-                    first = record._ids[np.flatnonzero(record._module_codes == (
-                        record._module_names.index(name)))[0]]
-                    raise ValueError(
-                        f"record {index}, object {first!r}: module {name!r} has "
-                        f"attribute dimension {dim}, but {known[0]} in record "
-                        f"{known[1]}")
+        dims = merge_module_dims(
+            (f"record {index}", record.module_dims,
+             lambda name, r=record: r.ids[r.modules.index(name)])
+            for index, record in enumerate(records))
         module_names = tuple(sorted(dims))
         code_of = {name: code for code, name in enumerate(module_names)}
         n_per_record = np.fromiter((r.n_objects for r in records), np.intp,

@@ -117,6 +117,17 @@ def _check_weight(value, where):
     return weight
 
 
+def _check_fields(data, allowed, required, what, where):
+    """Refuse unknown and missing fields of a record or an object."""
+    unknown = sorted(map(str, set(data) - allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; {what} has "
+                         f"{sorted(allowed)}")
+    for field in required:
+        if field not in data:
+            raise ValueError(f"{where}: missing required field '{field}'")
+
+
 def _as_fields(obj, where):
     if type(obj) is dict and obj.keys() <= _OBJECT_FIELDS and "attributes" in obj \
             and "module" in obj and "id" in obj:  # the common case, fast
@@ -126,13 +137,8 @@ def _as_fields(obj, where):
     if not isinstance(obj, Mapping):
         raise TypeError(f"{where}: an object must be a mapping or an "
                         f"ActivationObject; got {type(obj).__name__}")
-    unknown = sorted(map(str, set(obj) - _OBJECT_FIELDS))
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; an object has "
-                         f"{sorted(_OBJECT_FIELDS)}")
-    for required in ("id", "module", "attributes"):
-        if required not in obj:
-            raise ValueError(f"{where}: missing required field '{required}'")
+    _check_fields(obj, _OBJECT_FIELDS, ("id", "module", "attributes"), "an object",
+                  where)
     return obj
 
 
@@ -313,12 +319,7 @@ def record_fields(data, where):
     if not isinstance(data, Mapping):
         raise TypeError(f"{where}: expected a mapping with key 'objects'; "
                         f"got {type(data).__name__}")
-    unknown = sorted(map(str, set(data) - _RECORD_FIELDS))
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; a record has "
-                         f"{sorted(_RECORD_FIELDS)}")
-    if "objects" not in data:
-        raise ValueError(f"{where}: missing required field 'objects'")
+    _check_fields(data, _RECORD_FIELDS, ("objects",), "a record", where)
     return data["objects"], data.get("outputs")
 
 
@@ -428,6 +429,25 @@ def parse_objects(objects, outputs, where):
                    roots, module_dims)
 
 
+def merge_module_dims(records):
+    """Each module's attribute dimension, the same in every record.
+
+    ``records`` yields ``(where, {module: dim}, first_object)``, with
+    ``first_object(module)`` the id to name in an error.
+    """
+    dims, seen_in = {}, {}
+    for index, (where, module_dims, first_object) in enumerate(records):
+        for name, dim in module_dims.items():
+            known = dims.setdefault(name, dim)
+            seen_in.setdefault(name, index)
+            if known != dim:
+                raise ValueError(
+                    f"{where}, object {first_object(name)!r}: module {name!r} has "
+                    f"attribute dimension {dim}, but {known} in record "
+                    f"{seen_in[name]}")
+    return dims
+
+
 def assemble(parsed):
     """Columnar arrays of parsed records, their structure checked at once.
 
@@ -436,16 +456,9 @@ def assemble(parsed):
     the whole batch; resolves default slots and roots. Returns the fields of
     a :class:`RecordBatch`.
     """
-    dims = {}
-    for index, record in enumerate(parsed):
-        for name, dim in record.module_dims.items():
-            known = dims.setdefault(name, (dim, index))
-            if known[0] != dim:
-                first = record.ids[record.modules.index(name)]
-                raise ValueError(
-                    f"{record.where}, object {first!r}: module {name!r} has "
-                    f"attribute dimension {dim}, but {known[0]} in record "
-                    f"{known[1]}")
+    dims = merge_module_dims(
+        (r.where, r.module_dims, lambda name, r=r: r.ids[r.modules.index(name)])
+        for r in parsed)
     module_names = tuple(sorted(dims))
     code_of = {name: code for code, name in enumerate(module_names)}
     sizes = np.fromiter((len(r.ids) for r in parsed), np.intp, len(parsed))
@@ -490,7 +503,7 @@ def assemble(parsed):
         members = np.flatnonzero(module_codes == code)
         rows[members] = np.arange(members.size)
         block = np.asarray([attributes[i] for i in members], dtype=np.float64)
-        block = block.reshape(members.size, dims[name][0])
+        block = block.reshape(members.size, dims[name])
         bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
         if bad.size:
             first = members[bad[0]]
