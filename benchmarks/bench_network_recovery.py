@@ -42,12 +42,7 @@ HERE = Path(__file__).parent
 
 def true_paths(records):
     batch = as_batch(records)
-    paths = {}
-    for path, key in ColumnLayout.from_unrolled(batch, unroll(batch)).items:
-        paths.setdefault(path, [])
-        if key is not None:
-            paths[path].append(key)
-    return paths
+    return ColumnLayout.from_unrolled(batch, unroll(batch)).slots_by_path()
 
 
 def chain_data(n, sketch_dim, n_chains=1, seed=1):

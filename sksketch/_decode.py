@@ -44,18 +44,13 @@ class Structure:
         self.module_dims = dict(module_dims)
         self.layout = ColumnLayout([(p, None) for p in self.paths] + items,
                                    self.module_dims)
-        self.path_index = {path: i for i, path in enumerate(self.paths)}
         dims = [self.module_dims[p[-1]] for p in self.paths]
         self.sum_offsets = np.concatenate(([0], np.cumsum(dims, dtype=np.intp)))
-        self.group_offsets = self.layout.offsets
         # For each path: its presence column and the columns of its slots.
         self.presence_columns = np.array(
             [self.layout.offsets[self.layout.index[(p, None)]] for p in self.paths],
             dtype=np.intp)
-        self.slots_of = {p: [] for p in self.paths}
-        for path, key in self.layout.items:
-            if key is not None:
-                self.slots_of[path].append(key)
+        self.slots_of = self.layout.slots_by_path()
 
     @property
     def n_unknowns(self):
@@ -215,7 +210,7 @@ class LstsqDecoder:
             if self.structure.n_unknowns <= limit:
                 factor = ("pinv", np.linalg.pinv(g) / norms[:, None])
             else:
-                factor = ("omp", _GroupPursuit(g, norms, self.structure.group_offsets,
+                factor = ("omp", _GroupPursuit(g, norms, self.structure.layout.offsets,
                                                limit, self.tol))
             if len(self._factors) > 8:  # a few kept sets at a time
                 self._factors.pop(next(iter(self._factors)))

@@ -266,14 +266,12 @@ def _exact_candidates(batch, max_depth):
     unrolled = unroll(batch, max_depth=max_depth)
     layout = ColumnLayout.from_unrolled(batch, unrolled)
     z = coefficients(batch, unrolled, layout)
-    paths, slots, columns = [], [], []
-    for path in sorted(set(p for p, _ in layout.items)):
-        keys = [k for p, k in layout.items if p == path and k is not None]
-        parts = [z[:, layout.columns((path, None))]]
-        parts += [z[:, layout.columns((path, k))] for k in keys]
-        paths.append(path)
-        slots.append(keys)
-        columns.append(np.hstack(parts))
+    slots_by_path = layout.slots_by_path()
+    paths, slots = list(slots_by_path), list(slots_by_path.values())
+    # A path's presence and slots are contiguous columns of the layout.
+    columns = [z[:, layout.columns((p, None)).start:
+                 layout.columns((p, s[-1]) if s else (p, None)).stop]
+               for p, s in zip(paths, slots)]
     return paths, slots, columns
 
 

@@ -143,6 +143,15 @@ class ColumnLayout:
     def __len__(self):
         return len(self.items)
 
+    def slots_by_path(self):
+        """``{path: [slot, ...]}`` in layout order (paths sorted)."""
+        slots = {}
+        for path, key in self.items:
+            slots.setdefault(path, [])
+            if key is not None:
+                slots[path].append(key)
+        return slots
+
     def columns(self, item):
         i = self.index[item]
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))

@@ -17,12 +17,7 @@ from sksketch._unroll import ColumnLayout, coefficients, unroll
 def _true_paths(records):
     """{path: slots} of the records' own DAGs, and their module edges."""
     batch = as_batch(records)
-    layout = ColumnLayout.from_unrolled(batch, unroll(batch))
-    paths = {}
-    for path, key in layout.items:
-        paths.setdefault(path, [])
-        if key is not None:
-            paths[path].append(key)
+    paths = ColumnLayout.from_unrolled(batch, unroll(batch)).slots_by_path()
     edges = {(obj.module, record.modules[record.ids.index(child)])
              for record in records for obj in record.objects for child in obj.inputs}
     return paths, edges
