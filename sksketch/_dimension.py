@@ -6,7 +6,8 @@ from numbers import Integral, Real
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from ._batch import as_batch
-from ._unroll import ColumnLayout, unroll
+from ._decode import Structure
+from ._recover import _learned_items
 
 # Transpose decoding of a path of L modules: each wrapper (I + R)/2 is undone
 # by 2 W^T, which doubles the variance of what the path reads from the rest
@@ -79,13 +80,12 @@ def suggest_sketch_dim(records, *, method="lstsq", error=0.1, max_depth=None,
     180
     """
     batch = as_batch(records)
-    unrolled = unroll(batch, max_depth=max_depth)
-    if not unrolled.paths:
+    # The structure SketchAttributeRecoverer would learn from these records.
+    structure = Structure(_learned_items(batch, max_depth), batch.module_dims)
+    if not structure.paths:
         raise ValueError("the records have no objects: nothing to decode")
-    dims = batch.module_dims
     if method == "lstsq":
-        n_unknowns = ColumnLayout.from_unrolled(batch, unrolled).n_columns
-        return int(math.ceil(n_unknowns / max_active))
-    depth = max(len(path) for path in unrolled.paths)
-    dim = max(max(dims[path[-1]] for path in unrolled.paths), 1)
+        return int(math.ceil(structure.n_unknowns / max_active))
+    depth = max(len(path) for path in structure.paths)
+    dim = max(max(structure.module_dims[p[-1]] for p in structure.paths), 1)
     return int(math.ceil(_transpose_variance(wrapper, depth) * dim / error**2))
