@@ -36,43 +36,71 @@ class PathBlocks:
         self.matrices = matrices
         self.module_dims = module_dims
 
+    def _compute(self, path, leaf, suffix_rows):
+        """The chain of ``path`` on ``leaf``, from its suffix's (None: a leaf)."""
+        head = path[0]
+        if suffix_rows is None:
+            dim = self.module_dims[head]
+            leaf_matrix = (self.matrices.subspace(head, dim) if leaf is None
+                           else self.matrices.node(head, leaf, dim))
+            rows = self.matrices.apply_wrapper(head, leaf_matrix.T)
+        else:
+            rows = self.matrices.apply_wrapper(
+                head, self.matrices.apply_wiring(head, suffix_rows))
+        return self.matrices._cache.put(("chain", path, leaf),
+                                        np.ascontiguousarray(rows))
+
     def chain(self, path, leaf):
         """``(T_P L)^T`` for the leaf ``L``: ``A_M`` (``leaf=None``) or ``N_{M,leaf}``.
 
         Returns an array of shape (dim + 1, d) for ``A`` and (dim, d) for
-        ``N``, float64.
+        ``N``, float64. Built from the longest cached suffix up, a step at a
+        time (never recursively: paths can be thousands of modules long).
         """
-        key = ("chain", path, leaf)
-        rows = self.matrices._cache.get(key)
-        if rows is None:
-            head = path[0]
-            if len(path) == 1:
-                dim = self.module_dims[head]
-                leaf_matrix = (self.matrices.subspace(head, dim) if leaf is None
-                               else self.matrices.node(head, leaf, dim))
-                rows = self.matrices.apply_wrapper(head, leaf_matrix.T)
-            else:
-                rows = self.matrices.apply_wrapper(
-                    head, self.matrices.apply_wiring(head, self.chain(path[1:], leaf)))
-            rows = self.matrices._cache.put(key, np.ascontiguousarray(rows))
-        return rows
+        cache = self.matrices._cache
+        rows = cache.get(("chain", path, leaf))
+        if rows is not None:
+            return rows
+        start = len(path) - 1
+        suffix_rows = None
+        for i in range(1, len(path)):
+            suffix_rows = cache.get(("chain", path[i:], leaf))
+            if suffix_rows is not None:
+                start = i - 1
+                break
+        for i in range(start, -1, -1):
+            suffix_rows = self._compute(path[i:], leaf, suffix_rows)
+        return suffix_rows
 
     def warm(self, keys):
-        """Compute the chains of ``(path, leaf)`` keys, suffixes first.
+        """Compute the chains of ``(path, leaf)`` keys and all their suffixes.
 
-        Ordered by length, then head module, so that each module's wiring and
-        wrapper matrices are drawn once and used for all its chains while
-        cached; every chain is still computed on its own.
+        Ordered so that each module's ``d x d`` matrices are drawn once per
+        call even when they do not all fit the cache: by the head module's
+        rank in the module graph (the modules it consumes come first; a
+        cycle of modules shares one rank), then by length, so every suffix
+        is ready before the chain that extends it. Every chain is still
+        computed on its own, so values never depend on the order.
         """
-        needed = {(path[i:], leaf) for path, leaf in keys for i in range(len(path))}
+        needed = set()
+        for path, leaf in keys:
+            for i in range(len(path)):
+                # Suffixes nest: once one is known, so are all shorter ones.
+                if (path[i:], leaf) in needed:
+                    break
+                needed.add((path[i:], leaf))
+        rank = _module_ranks({path for path, _ in needed})
 
         def order(key):
             path, leaf = key
-            return (len(path), path, leaf is not None,
+            return (rank[path[0]], len(path), path, leaf is not None,
                     "" if leaf is None else slot_sort_key(leaf))
 
+        cache = self.matrices._cache
         for path, leaf in sorted(needed, key=order):
-            self.chain(path, leaf)
+            if cache.get(("chain", path, leaf)) is None:
+                suffix = (self.chain(path[1:], leaf) if len(path) > 1 else None)
+                self._compute(path, leaf, suffix)
 
     def rows(self, path, key):
         """Row block of ``path``: ``a_P^T`` (``key=None``) or ``H_{P,key}^T``.
@@ -92,3 +120,33 @@ class PathBlocks:
         self.warm([(path, key) for path, key in layout.items])
         return np.concatenate([self.rows(path, key) for path, key in layout.items],
                               dtype=dtype)
+
+
+def _module_ranks(paths):
+    """Rank of every module in the module graph the paths walk, leaves first.
+
+    A module consuming another ranks above it; modules on a common cycle
+    (strongly connected) share a rank.
+    """
+    from scipy.sparse import coo_array
+    from scipy.sparse.csgraph import connected_components
+
+    from ._dag import topological_levels
+
+    names = sorted({module for path in paths for module in path})
+    code = {name: i for i, name in enumerate(names)}
+    pairs = {(code[a], code[b]) for path in paths for a, b in zip(path, path[1:])}
+    parent, child = (np.array(side, np.intp).reshape(-1)
+                     for side in (zip(*pairs) if pairs else ((), ())))
+    n = len(names)
+    _, component = connected_components(
+        coo_array((np.ones(parent.size), (parent, child)), shape=(n, n)),
+        directed=True, connection="strong")
+    between = component[parent] != component[child]
+    levels, _ = topological_levels(int(component.max(initial=-1)) + 1,
+                                   component[child][between],
+                                   component[parent][between])
+    level_of = np.zeros(int(component.max(initial=-1)) + 1, np.intp)
+    for i, level in enumerate(levels):
+        level_of[level] = i
+    return {name: int(level_of[component[code[name]]]) for name in names}

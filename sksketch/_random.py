@@ -44,6 +44,42 @@ def draw_matrix(seed, module, role, shape, *, slot=None, distribution="gaussian"
     return ((2.0 * scale) * bits[:n_entries] - scale).reshape(shape)
 
 
+#: Non-zeros per column of a sparse sign matrix.
+SPARSE_SIGN_NNZ = 8
+
+
+def draw_sparse_sign(seed, module, role, sketch_dim, nnz=SPARSE_SIGN_NNZ):
+    """A ``d x d`` sparse sign matrix: ``nnz`` entries ``+-1/sqrt(nnz)`` a column.
+
+    Rows are drawn independently (a repeat adds up), signs are independent,
+    so ``E||G v||^2 = ||v||^2`` and two columns have an inner product of mean
+    0 and variance ``1/d``, as with Gaussian entries; storage is ``O(nnz d)``
+    and a product with ``k`` vectors costs ``O(nnz d k)`` (Kane and Nelson's
+    sparse Johnson-Lindenstrauss transform). Returned in CSR form, float64.
+    """
+    from scipy.sparse import csr_array
+
+    rng = np.random.Generator(np.random.PCG64(stable_seed(seed, module, role,
+                                                          "sparse_sign")))
+    nnz = min(nnz, sketch_dim)
+    rows = rng.integers(0, sketch_dim, size=(sketch_dim, nnz))
+    bits = np.unpackbits(np.frombuffer(rng.bytes(-(-rows.size // 8)), np.uint8))
+    scale = 1.0 / np.sqrt(nnz)
+    values = (2.0 * scale) * bits[:rows.size] - scale
+    columns = np.repeat(np.arange(sketch_dim), nnz)
+    matrix = csr_array((values, (rows.reshape(-1), columns)),
+                       shape=(sketch_dim, sketch_dim))
+    matrix.sum_duplicates()
+    return matrix
+
+
+def _nbytes(value):
+    """Bytes held by a dense or a scipy sparse (CSR) array."""
+    if hasattr(value, "indptr"):
+        return value.data.nbytes + value.indices.nbytes + value.indptr.nbytes
+    return value.nbytes
+
+
 class LRUCache:
     """A dict bounded by the bytes of its array values; evicts least recent."""
 
@@ -63,12 +99,12 @@ class LRUCache:
     def put(self, key, value):
         with self._lock:
             if key in self._items:
-                self.n_bytes -= self._items.pop(key).nbytes
+                self.n_bytes -= _nbytes(self._items.pop(key))
             self._items[key] = value
-            self.n_bytes += value.nbytes
+            self.n_bytes += _nbytes(value)
             while self.n_bytes > self.max_bytes and len(self._items) > 1:
                 _, evicted = self._items.popitem(last=False)
-                self.n_bytes -= evicted.nbytes
+                self.n_bytes -= _nbytes(evicted)
             return value
 
     def __len__(self):
@@ -88,7 +124,10 @@ class ModuleMatrices:
     seed : int
         The sketcher's integer seed.
     sketch_dim : int
-    distribution : {"gaussian", "rademacher"}
+    distribution : {"gaussian", "rademacher", "sparse_sign"}
+        Entries of every matrix; with ``"sparse_sign"``, the ``d x d``
+        wiring and wrapper matrices are sparse sign matrices
+        (:func:`draw_sparse_sign`) and the others Gaussian.
     wrapper : {"half_identity", "none"}
     max_bytes : int
         Memory bound of the cache; evicted matrices are redrawn when needed.
@@ -102,14 +141,38 @@ class ModuleMatrices:
         self.wrapper = wrapper
         self._cache = LRUCache(max_bytes)
 
+    @property
+    def square_bytes(self):
+        """Bytes of one module's ``d x d`` wiring (or wrapper) matrix, float64."""
+        if self.distribution == "sparse_sign":
+            nnz = min(SPARSE_SIGN_NNZ, self.sketch_dim) * self.sketch_dim
+            return nnz * 12 + (self.sketch_dim + 1) * 8
+        return self.sketch_dim ** 2 * 8
+
     def _get(self, module, role, n_columns, slot=None):
         key = (module, role, slot)
         matrix = self._cache.get(key)
         if matrix is None:
-            matrix = draw_matrix(self.seed, module, role,
-                                 (self.sketch_dim, n_columns), slot=slot,
-                                 distribution=self.distribution)
+            if role in (WIRING, WRAPPER) and self.distribution == "sparse_sign":
+                matrix = draw_sparse_sign(self.seed, module, role, self.sketch_dim)
+            else:
+                matrix = draw_matrix(
+                    self.seed, module, role, (self.sketch_dim, n_columns), slot=slot,
+                    distribution=("gaussian" if self.distribution == "sparse_sign"
+                                  else self.distribution))
             self._cache.put(key, matrix)
+        return matrix
+
+    def matrix(self, module, role, n_columns, *, slot=None, dtype=np.float64):
+        """One matrix in ``dtype``; other dtypes than float64 are cached apart."""
+        dtype = np.dtype(dtype)
+        if dtype == np.float64:
+            return self._get(module, role, n_columns, slot)
+        key = (module, role, slot, dtype.str)
+        matrix = self._cache.get(key)
+        if matrix is None:
+            matrix = self._cache.put(key, self._get(module, role, n_columns,
+                                                    slot).astype(dtype))
         return matrix
 
     def subspace(self, module, dim):
@@ -121,7 +184,7 @@ class ModuleMatrices:
         return self._get(module, NODE, dim, slot)
 
     def wiring(self, module):
-        """``C_M`` of shape (d, d)."""
+        """``C_M`` of shape (d, d): dense, or sparse CSR with ``"sparse_sign"``."""
         return self._get(module, WIRING, self.sketch_dim)
 
     def wrapper_matrix(self, module):
@@ -130,16 +193,22 @@ class ModuleMatrices:
             return None
         return self._get(module, WRAPPER, self.sketch_dim)
 
+    def apply(self, module, role, rows, *, dtype=np.float64):
+        """``rows @ G^T`` for the ``d x d`` matrix ``G`` of role C or R."""
+        matrix = self.matrix(module, role, self.sketch_dim, dtype=dtype)
+        if hasattr(matrix, "indptr"):
+            return np.asarray((matrix @ rows.T).T)
+        return rows @ matrix.T
+
     def apply_wrapper(self, module, rows):
         """``rows @ W_M^T`` for row vectors: ``(v + R v) / 2`` on each row."""
-        matrix = self.wrapper_matrix(module)
-        if matrix is None:
+        if self.wrapper == "none":
             return rows
-        return 0.5 * (rows + rows @ matrix.T)
+        return 0.5 * (rows + self.apply(module, WRAPPER, rows))
 
     def apply_wiring(self, module, rows):
         """``rows @ C_M^T``: carry a child's sketch into its parent."""
-        return rows @ self.wiring(module).T
+        return self.apply(module, WIRING, rows)
 
     def clear(self):
         self._cache.clear()

@@ -14,7 +14,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._batch import as_batch
+from ._levelwise import levelwise_sketch
 from ._paths import PathBlocks
+from ._plan import plan_sketch
 from ._random import ModuleMatrices
 from ._unroll import ColumnLayout, coefficient_chunks, unroll
 
@@ -24,12 +26,10 @@ _CHUNK_VALUES = 2**17
 _CHUNK_ELEMENTS = 2**22
 
 
-def _sketch_batch(batch, matrices, dtype):
-    """Sketch a validated batch: ``S = Z @ G_stacked^T``, chunked by records.
-
-    Trusts its inputs; :class:`RecursiveSketcher` validates them.
-    """
-    unrolled = unroll(batch)
+def _sketch_unrolled(batch, matrices, dtype, unrolled=None):
+    """Sketch a validated batch unrolled: ``S = Z @ G_stacked^T``, by chunks."""
+    if unrolled is None:
+        unrolled = unroll(batch)
     layout = ColumnLayout.from_unrolled(batch, unrolled)
     blocks = PathBlocks(matrices, batch.module_dims)
     g_rows = blocks.stack(layout, dtype=dtype)
@@ -41,6 +41,25 @@ def _sketch_batch(batch, matrices, dtype):
                                 _CHUNK_ELEMENTS // max(layout.n_columns, 1))))
     for lo, hi, z in coefficient_chunks(batch, unrolled, layout, chunk_size):
         np.matmul(z.astype(dtype, copy=False), g_rows, out=sketches[lo:hi])
+    return sketches
+
+
+def _sketch_batch(batch, matrices, dtype, engine="auto"):
+    """Sketch a validated batch, each record by the cheaper engine.
+
+    Trusts its inputs; :class:`RecursiveSketcher` validates them.
+    """
+    plan = plan_sketch(batch, matrices.sketch_dim, matrices.wrapper,
+                       force=None if engine == "auto" else engine)
+    if not plan.levelwise.any():
+        return _sketch_unrolled(batch, matrices, dtype, plan.unrolled)
+    if plan.levelwise.all():
+        return levelwise_sketch(batch, matrices, dtype)
+    sketches = np.empty((batch.n_records, matrices.sketch_dim), dtype=dtype)
+    for mask, engine_fn in ((plan.levelwise, levelwise_sketch),
+                            (~plan.levelwise, _sketch_unrolled)):
+        chosen = np.flatnonzero(mask)
+        sketches[chosen] = engine_fn(batch.take(chosen), matrices, dtype)
     return sketches
 
 

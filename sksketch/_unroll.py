@@ -43,13 +43,23 @@ class Unrolled(NamedTuple):
     path: np.ndarray
     obj: np.ndarray
     weight: np.ndarray
+    #: Records left out for exceeding their budget (None without a budget).
+    over_budget: np.ndarray | None = None
 
 
-def unroll(batch, max_depth=None):
+def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.0):
     """Unroll a :class:`RecordBatch` into path entries, down to ``max_depth``.
 
     ``max_depth`` counts modules on a path (1: roots only); ``None`` follows
     every path to its leaf.
+
+    With ``budget`` (one float per record), unrolling is also a capped count:
+    every entry costs ``entry_cost[obj] + depth_cost * depth`` (the coefficient
+    work, plus the path's length for its key), and a record whose running cost passes
+    its budget is dropped on the spot, flagged in ``over_budget`` and left
+    with no entries. Merged walks mean a record costs at most its number of
+    (object, module path) pairs times its largest fan-out before it is
+    dropped, however many paths it holds.
     """
     n_objects = batch.n_objects
     module = batch._module_codes
@@ -63,16 +73,18 @@ def unroll(batch, max_depth=None):
 
     def register(parent_path, child_module):
         nonlocal child_path
-        if child_path.shape[0] < len(paths) + 1:
-            grown = np.full((len(paths) + 1, n_modules), -1, np.intp)
-            grown[:child_path.shape[0]] = child_path
-            child_path = grown
         ids = child_path[parent_path + 1, child_module]
         new = ids < 0
         if new.any():
-            keys = (parent_path[new] + 1) * n_modules + child_module[new]
+            keys = np.unique((parent_path[new] + 1) * n_modules + child_module[new])
+            if child_path.shape[0] < len(paths) + keys.size + 1:
+                # Grown geometrically: a chain adds one path per level.
+                grown = np.full((2 * (len(paths) + keys.size) + 1, n_modules), -1,
+                                np.intp)
+                grown[:child_path.shape[0]] = child_path
+                child_path = grown
             # One Python step per distinct new path, never per entry.
-            for key in np.flatnonzero(np.bincount(keys)).tolist():
+            for key in keys.tolist():
                 parent, mod = divmod(key, n_modules)
                 prefix = paths[parent - 1] if parent else ()
                 child_path[parent, mod] = len(paths)
@@ -81,23 +93,43 @@ def unroll(batch, max_depth=None):
         return ids
 
     obj = batch._roots
-    path = register(np.full(obj.size, -1, np.intp), module[obj])
+    over = None
+    if budget is not None:
+        over = np.zeros(batch.n_records, bool)
+        spent = np.zeros(batch.n_records)
+        record_of = batch._record
+    path = np.full(obj.size, -1, np.intp)
     eff = weight[obj]
     levels = []
     depth = 0
     while obj.size and (max_depth is None or depth < max_depth):
+        if budget is not None:
+            records = record_of[obj]
+            spent += np.bincount(records, weights=entry_cost[obj] + depth_cost * depth,
+                                 minlength=batch.n_records)
+            over |= spent > budget
+            keep = ~over[records]
+            if not keep.all():
+                path, obj, eff = path[keep], obj[keep], eff[keep]
+        # Register paths only now, so that a dropped record never builds the
+        # keys of paths it alone would have.
+        path = register(path, module[obj])
         levels.append((path, obj, eff))
         depth += 1
         source, kids = expand(indptr, indices, obj)
         if not kids.size:
             break
-        path = register(path[source], module[kids])
-        obj, eff = kids, eff[source] * weight[kids]
+        path, obj, eff = path[source], kids, eff[source] * weight[kids]
         # Merge walks that reach one object by one module path, so that
         # entries never outnumber (path, object) pairs; only shared objects
-        # can repeat, so only they pay for the sort.
-        repeated = np.bincount(kids, minlength=n_objects)[kids] > 1
+        # can repeat, so only they pay for the sort (a sort of this level
+        # alone: a deep batch must not pay n_objects per level).
+        _, first, counts = np.unique(kids, return_inverse=True,
+                                     return_counts=True)
+        repeated = counts[first.reshape(-1)] > 1
         if repeated.any():
+            # Walks merge by (parent path, module, object): the module is the
+            # object's own, so (parent path, object) identifies the new path.
             key = path[repeated] * n_objects + kids[repeated]
             unique_keys, inverse = np.unique(key, return_inverse=True)
             merged = np.bincount(inverse.reshape(-1), weights=eff[repeated])
@@ -107,8 +139,12 @@ def unroll(batch, max_depth=None):
             eff = np.concatenate((eff[single], merged))
     if not levels:
         empty = np.zeros(0, np.intp)
-        return Unrolled(paths, empty, empty, np.zeros(0))
-    return Unrolled(paths, *(np.concatenate(parts) for parts in zip(*levels)))
+        return Unrolled(paths, empty, empty, np.zeros(0), over)
+    path, obj, eff = (np.concatenate(parts) for parts in zip(*levels))
+    if over is not None and over.any():
+        keep = ~over[batch._record[obj]]
+        path, obj, eff = path[keep], obj[keep], eff[keep]
+    return Unrolled(paths, path, obj, eff, over)
 
 
 def slot_sort_key(slot):

@@ -1,0 +1,122 @@
+"""Choosing, per record, between the unrolled and the level-wise engine.
+
+Both engines compute the same sketch (to float rounding). Their costs differ
+by orders of magnitude depending on the record's shape:
+
+- unrolled (``_unroll`` + ``_paths``): one coefficient per (object, module
+  path reaching it), one column block per distinct (path, slot), each block
+  one ``d x d`` product away from its suffix's. Cheap on trees and layered
+  networks whose objects are reached by few module paths; exponential on a
+  lattice (every object consuming every object below: ``2^L`` paths) and
+  quadratic on long chains (paths of every length).
+- level-wise (``_levelwise``): ``O(d^2)`` per object, whatever the shape.
+
+The plan prices both in floating-point operations and takes the cheaper.
+Counting the unrolled cost is itself an unrolling, capped: a record is
+dropped the moment its coefficient work alone passes its level-wise cost, so
+planning never costs more than a small multiple of the cheaper engine.
+
+Costs depend only on the batch's structure and ``d`` -- never on what is
+cached -- so the same records always get the same plan and the same bits.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ._unroll import unroll
+
+# Cost of one coefficient value of the unrolled build (a gather, a multiply
+# and a scattered add), and of one module of a path's key (tuples built and
+# hashed in Python), in floating-point operations of a matrix product:
+# measured on 2-core x86 machines, where a product runs near 10-30 GFLOP/s
+# and the coefficient build near 0.2 G values/s (benchmarks/bench_shapes.py).
+COEFFICIENT_FLOPS = 100.0
+PATH_MODULE_FLOPS = 200.0
+# Python overhead of one path block (cache look-ups, small products).
+BLOCK_OVERHEAD_FLOPS = 2e5
+
+
+class Plan(NamedTuple):
+    """Which records each engine sketches.
+
+    Attributes
+    ----------
+    levelwise : ndarray of bool of shape (n_records,)
+        True for the records the level-wise engine takes.
+    unrolled : Unrolled or None
+        The unrolled entries of the other records, when every record is
+        unrolled (so the batch need not be unrolled again).
+    unrolled_cost, levelwise_cost : ndarray of shape (n_records,)
+        The estimates, in floating-point operations (``inf`` where
+        unrolling was cut short).
+    """
+
+    levelwise: np.ndarray
+    unrolled: object
+    unrolled_cost: np.ndarray
+    levelwise_cost: np.ndarray
+
+
+def levelwise_cost(batch, sketch_dim, wrapper):
+    """Operations of the level-wise engine, per record."""
+    d = float(sketch_dim)
+    dims = np.array([block.shape[1] for block in batch._attributes] or [0], float)
+    m = dims[batch._module_codes]
+    n_inputs = np.bincount(batch._parent, minlength=batch.n_objects)
+    per_object = (2 * d * (2 * m + 1)             # A_M [x; 1] and N_{M,s} x
+                  + 2 * d * d * (n_inputs > 0)    # C_M on the inputs' sum
+                  + 2 * d * n_inputs              # the inputs' weighted sum
+                  + (2 * d * d if wrapper != "none" else 0.0))
+    return np.bincount(batch._record, weights=per_object,
+                       minlength=batch.n_records)
+
+
+def plan_sketch(batch, sketch_dim, wrapper, *, force=None):
+    """Price both engines for every record of a validated batch; pick the cheaper.
+
+    ``force`` ("unrolled" or "levelwise") skips the pricing, for tests and
+    benchmarks.
+    """
+    n_records = batch.n_records
+    lw_cost = levelwise_cost(batch, sketch_dim, wrapper)
+    if force == "levelwise":
+        return Plan(np.ones(n_records, bool), None, np.full(n_records, np.inf),
+                    lw_cost)
+    d = float(sketch_dim)
+    dims = np.array([block.shape[1] for block in batch._attributes] or [0], float)
+    entry_cost = COEFFICIENT_FLOPS * (dims[batch._module_codes] + 1)
+    budget = None if force == "unrolled" else lw_cost
+    unrolled = unroll(batch, budget=budget, entry_cost=entry_cost,
+                      depth_cost=PATH_MODULE_FLOPS)
+    over = (np.zeros(n_records, bool) if unrolled.over_budget is None
+            else unrolled.over_budget)
+    record = batch._record[unrolled.obj]
+    path_length = np.array([len(p) for p in unrolled.paths] or [0], float)
+    cost = np.zeros(n_records)
+    cost += np.bincount(record, weights=entry_cost[unrolled.obj]
+                       + PATH_MODULE_FLOPS * (path_length[unrolled.path] - 1),
+                       minlength=n_records)
+    # Column blocks: each distinct (path, slot) is one chain step on top of
+    # its suffix's, shared by the records that use it; each record pays its
+    # columns in the final product.
+    n_slots = max(len(batch._slot_keys), 1)
+    wraps = 2.0 if wrapper != "none" else 1.0
+    item = unrolled.path * n_slots + batch._slot_codes[unrolled.obj]
+    entry_dim = dims[batch._module_codes[unrolled.obj]]
+    for key, width in ((unrolled.path, entry_dim + 1), (item, entry_dim)):
+        # One row per (block, record) using it; a block's width is its
+        # path's last module's dimension, the same for all its entries.
+        _, first = np.unique(key * n_records + record, return_index=True)
+        block, block_record, block_width = key[first], record[first], width[first]
+        _, users = np.unique(block, return_inverse=True)
+        users = users.reshape(-1)
+        n_users = np.bincount(users)[users]
+        build = (2 * block_width * d * d * wraps + BLOCK_OVERHEAD_FLOPS) / n_users
+        cost += np.bincount(block_record, weights=build + 2 * d * block_width,
+                            minlength=n_records)
+    cost[over] = np.inf
+    if force == "unrolled":
+        return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost)
+    levelwise = cost > lw_cost
+    return Plan(levelwise, None if levelwise.any() else unrolled, cost, lw_cost)
