@@ -77,10 +77,12 @@ class PathBlocks:
 
         Ordered so that each module's ``d x d`` matrices are drawn once per
         call even when they do not all fit the cache: by the head module's
-        rank in the module graph (the modules it consumes come first; a
-        cycle of modules shares one rank), then by length, so every suffix
-        is ready before the chain that extends it. Every chain is still
-        computed on its own, so values never depend on the order.
+        rank in the module graph (the modules it consumes come first, so the
+        suffixes a chain extends are ready), then by head module, whose
+        matrices stay pinned while its chains are computed. A cycle of
+        modules shares one rank; a suffix not yet computed there is built on
+        demand. Every chain is still computed on its own, so values never
+        depend on the order.
         """
         needed = set()
         for path, leaf in keys:
@@ -93,33 +95,58 @@ class PathBlocks:
 
         def order(key):
             path, leaf = key
-            return (rank[path[0]], len(path), path, leaf is not None,
+            return (rank[path[0]], path[0], len(path), path, leaf is not None,
                     "" if leaf is None else slot_sort_key(leaf))
 
+        # Every chain needed is held here until the end, so that a small
+        # cache evicting one never makes a later step redraw its matrices.
         cache = self.matrices._cache
-        for path, leaf in sorted(needed, key=order):
-            if cache.get(("chain", path, leaf)) is None:
-                suffix = (self.chain(path[1:], leaf) if len(path) > 1 else None)
-                self._compute(path, leaf, suffix)
+        held = {key: cache.get(("chain", *key)) for key in needed}
+        todo = [key for key in sorted(needed, key=order) if held[key] is None]
+        start = 0
+        while start < len(todo):
+            head = todo[start][0][0]
+            stop = start
+            while stop < len(todo) and todo[stop][0][0] == head:
+                stop += 1
+            group = todo[start:stop]
+            with self.matrices.pinned(head, wiring=any(len(p) > 1 for p, _ in group)):
+                for path, leaf in group:
+                    suffix = None
+                    if len(path) > 1:
+                        suffix = held[(path[1:], leaf)]
+                        if suffix is None:  # in a cycle of modules: on demand
+                            suffix = held[(path[1:], leaf)] = self.chain(path[1:],
+                                                                         leaf)
+                    held[(path, leaf)] = self._compute(path, leaf, suffix)
+            start = stop
+        return {key: held[key] for key in keys}
 
-    def rows(self, path, key):
+    def rows(self, path, key, chains=None):
         """Row block of ``path``: ``a_P^T`` (``key=None``) or ``H_{P,key}^T``.
 
-        Shapes (1, d) and (dim, d).
+        Shapes (1, d) and (dim, d). ``chains``: chains already at hand, by
+        ``(path, leaf)``, as :meth:`warm` returns them.
         """
+        def chain(leaf):
+            rows = None if chains is None else chains.get((path, leaf))
+            return self.chain(path, leaf) if rows is None else rows
+
         dim = self.module_dims[path[-1]]
-        subspace = self.chain(path, None)
+        subspace = chain(None)
         if key is None:
             return subspace[dim:]
-        return subspace[:dim] + self.chain(path, key)
+        return subspace[:dim] + chain(key)
 
     def stack(self, layout, dtype=np.float64):
         """``G_stacked^T`` of shape (layout.n_columns, d) for a ColumnLayout."""
         if not layout.items:
             return np.zeros((0, self.matrices.sketch_dim), dtype=dtype)
-        self.warm([(path, key) for path, key in layout.items])
-        return np.concatenate([self.rows(path, key) for path, key in layout.items],
-                              dtype=dtype)
+        chains = self.warm({(path, None) for path, _ in layout.items}
+                           | {(path, key) for path, key in layout.items
+                              if key is not None})
+        return np.concatenate([self.rows(path, key, chains)
+                               for path, key in layout.items], dtype=dtype)
 
 
 def _module_ranks(paths):

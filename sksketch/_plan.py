@@ -86,23 +86,31 @@ def plan_sketch(batch, sketch_dim, wrapper, *, force=None):
     d = float(sketch_dim)
     dims = np.array([block.shape[1] for block in batch._attributes] or [0], float)
     entry_cost = COEFFICIENT_FLOPS * (dims[batch._module_codes] + 1)
-    budget = None if force == "unrolled" else lw_cost
+    budget = np.full(n_records, np.inf) if force == "unrolled" else lw_cost
     unrolled = unroll(batch, budget=budget, entry_cost=entry_cost,
                       depth_cost=PATH_MODULE_FLOPS)
-    over = (np.zeros(n_records, bool) if unrolled.over_budget is None
-            else unrolled.over_budget)
+    over, cost = unrolled.over_budget, unrolled.cost
     record = batch._record[unrolled.obj]
-    path_length = np.array([len(p) for p in unrolled.paths] or [0], float)
-    cost = np.zeros(n_records)
-    cost += np.bincount(record, weights=entry_cost[unrolled.obj]
-                       + PATH_MODULE_FLOPS * (path_length[unrolled.path] - 1),
-                       minlength=n_records)
     # Column blocks: each distinct (path, slot) is one chain step on top of
-    # its suffix's, shared by the records that use it; each record pays its
-    # columns in the final product.
+    # its suffix's (a product with d x d matrices), shared by the records
+    # that use it; the final product costs 2 d per record and column.
     n_slots = max(len(batch._slot_keys), 1)
     wraps = 2.0 if wrapper != "none" else 1.0
     item = unrolled.path * n_slots + batch._slot_codes[unrolled.obj]
+    if not over.any():
+        # The whole batch unrolled, priced at once (no per-record pass): the
+        # usual case for trees and layered networks.
+        name_dim = dict(zip(batch._module_names, dims.tolist()))
+        path_dim = np.array([name_dim[p[-1]] for p in unrolled.paths] or [0.0])
+        used_paths = _distinct(unrolled.path, len(unrolled.paths))
+        used_items = _distinct(item, len(unrolled.paths) * n_slots)
+        widths = np.concatenate((path_dim[used_paths] + 1,
+                                 path_dim[used_items // n_slots]))
+        total = (cost.sum() + (2 * d * d * wraps * widths
+                               + BLOCK_OVERHEAD_FLOPS).sum()
+                 + 2 * d * n_records * widths.sum())
+        if total <= lw_cost.sum():
+            return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost)
     entry_dim = dims[batch._module_codes[unrolled.obj]]
     for key, width in ((unrolled.path, entry_dim + 1), (item, entry_dim)):
         # One row per (block, record) using it; a block's width is its
@@ -120,3 +128,10 @@ def plan_sketch(batch, sketch_dim, wrapper, *, force=None):
         return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost)
     levelwise = cost > lw_cost
     return Plan(levelwise, None if levelwise.any() else unrolled, cost, lw_cost)
+
+
+def _distinct(values, n_values):
+    """The distinct values of an int array in ``[0, n_values)``, sorted."""
+    if n_values <= 4 * values.size:
+        return np.flatnonzero(np.bincount(values, minlength=n_values))
+    return np.unique(values)

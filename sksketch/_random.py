@@ -11,6 +11,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -140,6 +141,25 @@ class ModuleMatrices:
         self.distribution = distribution
         self.wrapper = wrapper
         self._cache = LRUCache(max_bytes)
+        self._pinned = {}
+
+    @contextmanager
+    def pinned(self, module, *, wiring=True):
+        """Keep ``module``'s wiring and wrapper at hand while in the block.
+
+        Work on one module's blocks then draws them at most once, even when
+        the cache evicts them to make room for the blocks. ``wiring=False``
+        holds the wrapper alone (blocks of one-module paths need no wiring).
+        """
+        held = {(module, WIRING, None): self.wiring(module)} if wiring else {}
+        if self.wrapper != "none":
+            held[(module, WRAPPER, None)] = self.wrapper_matrix(module)
+        self._pinned.update(held)
+        try:
+            yield
+        finally:
+            for key in held:
+                self._pinned.pop(key, None)
 
     @property
     def square_bytes(self):
@@ -151,7 +171,9 @@ class ModuleMatrices:
 
     def _get(self, module, role, n_columns, slot=None):
         key = (module, role, slot)
-        matrix = self._cache.get(key)
+        matrix = self._pinned.get(key)
+        if matrix is None:
+            matrix = self._cache.get(key)
         if matrix is None:
             if role in (WIRING, WRAPPER) and self.distribution == "sparse_sign":
                 matrix = draw_sparse_sign(self.seed, module, role, self.sketch_dim)

@@ -63,6 +63,43 @@ def _sketch_batch(batch, matrices, dtype, engine="auto"):
     return sketches
 
 
+def _check_memory(matrices, dtype, cache_size):
+    """Refuse a sketch_dim whose per-module matrices cannot be held at once."""
+    n_square = 2 if matrices.wrapper != "none" else 1
+    # float32 sketches keep a float32 copy beside each float64 draw.
+    copies = 1.5 if dtype == np.float32 else 1.0
+    needed = n_square * matrices.square_bytes * copies
+    d = matrices.sketch_dim
+    arithmetic = (f"{n_square} x {d}^2 x {8 * copies:g} bytes = "
+                  f"{needed / 2**20:,.0f} MiB")
+    if matrices.distribution == "sparse_sign":
+        arithmetic = f"{needed / 2**20:,.1f} MiB"
+    advice = ("lower sketch_dim or use matrix='sparse_sign' (O(d) memory per "
+              "matrix)")
+    if needed > cache_size * 2**20:
+        raise ValueError(
+            f"RecursiveSketcher: sketch_dim={d} needs {arithmetic} for one "
+            f"module's d x d matrices, more than cache_size={cache_size:g} "
+            f"MiB; raise cache_size to at least {np.ceil(needed / 2**20):.0f}, "
+            f"or {advice}")
+    total = _physical_memory()
+    if total is not None and needed > total / 2:
+        raise ValueError(
+            f"RecursiveSketcher: sketch_dim={d} needs {arithmetic} for one "
+            f"module's d x d matrices, more than half of this machine's "
+            f"{total / 2**30:,.1f} GiB of memory; {advice}")
+
+
+def _physical_memory():
+    """Bytes of physical memory, or None where the system does not say."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def _check_dtype(dtype):
     resolved = np.dtype(dtype)
     if resolved not in (np.float32, np.float64):
@@ -88,16 +125,30 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     wrapper : {"half_identity", "none"}, default="half_identity"
         The wrapper ``W_M`` applied to every object's sketch:
         ``(I + R_M) / 2`` with ``R_M`` random, or the identity.
-    matrix : {"gaussian", "rademacher"}, default="gaussian"
+    matrix : {"gaussian", "rademacher", "sparse_sign"}, default="gaussian"
         Entry distribution of the random matrices, with variance ``1/d``.
+        ``"sparse_sign"`` makes each module's two ``d x d`` matrices (the
+        wiring ``C_M`` and the wrapper ``R_M``) sparse sign matrices, with 8
+        entries ``+-1/sqrt(8)`` per column at random rows: ``O(d)`` memory
+        instead of ``d^2`` and ``O(d)`` work per product, for large ``d``;
+        the other matrices stay Gaussian.
+    engine : {"auto", "unrolled", "levelwise"}, default="auto"
+        How sketches are computed; every engine gives the same sketches up
+        to float rounding. ``"unrolled"`` multiplies per-path coefficients
+        with cached path blocks (``O(d * dim)`` per object and module path
+        reaching it: fastest on trees and layered networks); ``"levelwise"``
+        applies the recursion to all objects of one module and DAG level at
+        once (``O(d^2)`` per object, whatever the shape: lattices, long
+        chains, dense receptive fields); ``"auto"`` prices both for every
+        record and takes the cheaper (see Notes).
     dtype : {"float64", "float32"} or numpy dtype, default="float64"
         Floating type of the sketches.
     cache_size : float, default=1024
         Memory bound, in MiB, of the cache of random matrices and path blocks.
         Evicted entries are recomputed from their seeds when needed again.
-        Each module has two ``d x d`` matrices (134 MB each at ``d=4096``);
-        a bound below one module's pair makes every new path block redraw
-        them.
+        Each module has two ``d x d`` matrices (134 MB each at ``d=4096``
+        in float64); ``fit`` raises a ValueError when one module's pair
+        does not fit.
     random_state : int, RandomState instance or None, default=None
         Seeds the random matrices. With an int, every matrix is a pure function
         of ``(random_state, module, role, slot)``: the same sketches in every
@@ -124,9 +175,23 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     the sketch ``s(theta) = W_M (A_M [x; 1] + N_{M,s} x + C_M sum_c w_c s(c))``
     over its inputs ``c``, and a record's sketch is ``sum_roots w s(root)``.
     All matrices have i.i.d. N(0, 1/d) (or +-1/sqrt(d)) entries. The sketch is
-    linear in the attributes and weights, and it is computed unrolled: one
-    matrix product of the per-path coefficients with the cached path blocks
-    (SPEC section 8), ``O(d * dim)`` per object instead of ``O(d^2)``.
+    linear in the attributes and weights.
+
+    By linearity, an object reached from a root by the module path
+    ``P = (M_0, ..., M_k)`` contributes through the path block
+    ``W_{M_0} C_{M_0} ... W_{M_k} [A_{M_k} | N_{M_k,s}]`` times the product of
+    the weights along the path, so a sketch is one product of per-path
+    coefficients with cached blocks: ``O(d * dim)`` per (object, path) pair
+    instead of ``O(d^2)`` per object. That pays once per module path, and
+    paths can explode on small records (a lattice of ``L`` layers where every
+    object consumes every object below has ``2^L``). With ``engine="auto"``,
+    each record is priced both ways -- unrolled: its coefficient work plus
+    its share of the blocks it needs; level-wise: ``O(d^2)`` per object --
+    counting the unrolled work by unrolling under a budget that stops at the
+    level-wise price. So no record costs more than a small multiple of the
+    cheaper engine, and the choice depends only on the batch's structure
+    and ``d``, never on what is cached: the same records give bit-identical
+    sketches.
 
     Examples
     --------
@@ -149,17 +214,19 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     _parameter_constraints: dict = {
         "sketch_dim": [Interval(Integral, 1, None, closed="left")],
         "wrapper": [StrOptions({"half_identity", "none"})],
-        "matrix": [StrOptions({"gaussian", "rademacher"})],
+        "matrix": [StrOptions({"gaussian", "rademacher", "sparse_sign"})],
+        "engine": [StrOptions({"auto", "unrolled", "levelwise"})],
         "dtype": [StrOptions({"float32", "float64"}), type, np.dtype],
         "cache_size": [Interval(Real, 0, None, closed="neither")],
         "random_state": ["random_state"],
     }
 
     def __init__(self, sketch_dim=256, *, wrapper="half_identity", matrix="gaussian",
-                 dtype="float64", cache_size=1024, random_state=None):
+                 engine="auto", dtype="float64", cache_size=1024, random_state=None):
         self.sketch_dim = sketch_dim
         self.wrapper = wrapper
         self.matrix = matrix
+        self.engine = engine
         self.dtype = dtype
         self.cache_size = cache_size
         self.random_state = random_state
@@ -179,7 +246,7 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         -------
         self : RecursiveSketcher
         """
-        for attribute in ("seed_", "modules_", "module_graph_"):
+        for attribute in ("seed_", "modules_", "module_graph_", "_module_matrices"):
             self.__dict__.pop(attribute, None)
         return self._partial_fit(as_batch(X, dtype=_check_dtype(self.dtype)))
 
@@ -214,6 +281,7 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             self._dtype = _check_dtype(self.dtype)
             self._engine_params = (int(self.sketch_dim), self.matrix, self.wrapper,
                                    int(self.cache_size * 2**20))
+            _check_memory(self._matrices(), self._dtype, self.cache_size)
             self._n_features_out = int(self.sketch_dim)
         self._check_modules(batch, allow_new=True)
         self.modules_ = dict(sorted({**self.modules_, **batch.module_dims}.items()))
@@ -265,7 +333,8 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         check_is_fitted(self)
         batch = as_batch(X, dtype=self._dtype)
         self._check_modules(batch, allow_new=False)
-        return _sketch_batch(batch, self._matrices(), self._dtype)
+        return _sketch_batch(batch, self._matrices(), self._dtype,
+                             self.engine)
 
     def fit_transform(self, X, y=None):
         """Fit to the records, then sketch them (converting them only once)."""

@@ -45,6 +45,8 @@ class Unrolled(NamedTuple):
     weight: np.ndarray
     #: Records left out for exceeding their budget (None without a budget).
     over_budget: np.ndarray | None = None
+    #: Cost counted per record (None without a budget).
+    cost: np.ndarray | None = None
 
 
 def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.0):
@@ -93,7 +95,7 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
         return ids
 
     obj = batch._roots
-    over = None
+    over = spent = None
     if budget is not None:
         over = np.zeros(batch.n_records, bool)
         spent = np.zeros(batch.n_records)
@@ -122,11 +124,15 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
         path, obj, eff = path[source], kids, eff[source] * weight[kids]
         # Merge walks that reach one object by one module path, so that
         # entries never outnumber (path, object) pairs; only shared objects
-        # can repeat, so only they pay for the sort (a sort of this level
-        # alone: a deep batch must not pay n_objects per level).
-        _, first, counts = np.unique(kids, return_inverse=True,
-                                     return_counts=True)
-        repeated = counts[first.reshape(-1)] > 1
+        # can repeat, so only they pay for the sort. Counting is a bincount
+        # over all objects when the level is wide, a sort of the level when
+        # it is narrow: a deep batch must not pay n_objects per level.
+        if 8 * kids.size >= n_objects:
+            repeated = np.bincount(kids, minlength=n_objects)[kids] > 1
+        else:
+            _, first, counts = np.unique(kids, return_inverse=True,
+                                         return_counts=True)
+            repeated = counts[first.reshape(-1)] > 1
         if repeated.any():
             # Walks merge by (parent path, module, object): the module is the
             # object's own, so (parent path, object) identifies the new path.
@@ -139,12 +145,13 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
             eff = np.concatenate((eff[single], merged))
     if not levels:
         empty = np.zeros(0, np.intp)
-        return Unrolled(paths, empty, empty, np.zeros(0), over)
+        return Unrolled(paths, empty, empty, np.zeros(0), over,
+                        None if over is None else spent)
     path, obj, eff = (np.concatenate(parts) for parts in zip(*levels))
     if over is not None and over.any():
         keep = ~over[batch._record[obj]]
         path, obj, eff = path[keep], obj[keep], eff[keep]
-    return Unrolled(paths, path, obj, eff, over)
+    return Unrolled(paths, path, obj, eff, over, None if over is None else spent)
 
 
 def slot_sort_key(slot):

@@ -72,3 +72,13 @@ def path_sums(slot_sum):
     for (path, _), value in slot_sum.items():
         sums[path] = sums.get(path, 0.0) + value
     return sums
+
+
+@pytest.fixture(scope="session")
+def tree_batch():
+    """200 records of a layered network (trees with shared children)."""
+    from sksketch import RecordBatch, make_activation_records
+
+    records, _ = make_activation_records(200, n_modules=9, depth=3, fan_in=3,
+                                         random_state=0)
+    return RecordBatch.from_records(records)

@@ -26,3 +26,18 @@ def test_default_slot_ordinals():
     # 1 and 3 are the 0th and 1st module-1 inputs of 0; 2 is alone in its
     # module; unconsumed 0, 4 (module 0) rank 0, 1; unconsumed 5 ranks 0.
     assert ordinals.tolist() == [0, 0, 0, 1, 1, 0]
+
+
+def test_topological_levels_peel_leaves_first_in_rounds():
+    from sksketch._dag import topological_levels
+
+    # 0 consumes 1 and 2; 1 consumes 2; 3 alone. Children first: edges
+    # child -> parent.
+    parent, child = np.array([0, 0, 1]), np.array([1, 2, 2])
+    levels, waiting = topological_levels(4, child, parent)
+    assert [level.tolist() for level in levels] == [[2, 3], [1], [0]]
+    assert not waiting.any()
+    # A long chain costs one small step per object, never a pass over all.
+    n = 5000
+    levels, _ = topological_levels(n, np.arange(1, n), np.arange(n - 1))
+    assert len(levels) == n and all(level.size == 1 for level in levels)

@@ -123,10 +123,11 @@ def test_group_pursuit_is_exact_for_sparse_sketches():
     np.testing.assert_allclose(means[sparse], true_means[sparse], atol=1e-8)
 
 
-def _transpose_errors(records, sketch_dim, kept=None):
+def _transpose_errors(records, sketch_dim, kept=None, matrix="gaussian"):
     """Per (path, slot) node error, relative to ||S|| sqrt(dim/d), by length."""
-    recoverer = SketchAttributeRecoverer(RecursiveSketcher(sketch_dim, random_state=0),
-                                         method="transpose").fit(records)
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(sketch_dim, matrix=matrix, random_state=0),
+        method="transpose").fit(records)
     sketches = recoverer.sketcher_.transform(records)
     norms = np.linalg.norm(sketches, axis=1)
     if kept is not None:
@@ -167,6 +168,22 @@ def test_transpose_error_bound_and_decay(chain_network_records):
     # Falls like 1/sqrt(d): a factor 2 per 4x in d, within 25%.
     for small, large in [(256, 1024), (1024, 4096)]:
         assert 2 / 1.25 <= mean_error[small] / mean_error[large] <= 2 * 1.25
+
+
+def test_sparse_sign_transpose_error_matches_gaussian(chain_network_records):
+    # Sparse sign wiring and wrapper matrices have the second moments of
+    # Gaussian ones (unit column norms in expectation, column inner products
+    # of mean 0 and variance 1/d), and the decoder's error is a sum of such
+    # inner products: the same error at every d and path length. With about
+    # 60 nodes per cell, a mean's standard error is under 10%: the ratio of
+    # means stays within 1.5 (about 4 standard errors).
+    for sketch_dim in (256, 1024, 4096):
+        dense = _transpose_errors(chain_network_records, sketch_dim)
+        sparse = _transpose_errors(chain_network_records, sketch_dim,
+                                   matrix="sparse_sign")
+        for length in dense:
+            ratio = sparse[length].mean() / dense[length].mean()
+            assert 1 / 1.5 <= ratio <= 1.5, (sketch_dim, length, ratio)
 
 
 def test_erasure_grows_smoothly_for_transpose(chain_network_records):

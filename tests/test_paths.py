@@ -53,3 +53,32 @@ def test_blocks_do_not_depend_on_what_was_cached():
     blocks.warm(keys[::-1])  # another order, a cold cache
     for key, expected in zip(keys, first):
         np.testing.assert_array_equal(blocks.chain(*key), expected)
+
+
+def test_each_module_matrix_drawn_once_per_transform_when_cache_is_small(
+        monkeypatch):
+    import sksketch._random as random_module
+    from sksketch import make_activation_records
+
+    records, _ = make_activation_records(60, n_modules=8, depth=4, random_state=0)
+    d = 128
+    # Room for one module's wiring and wrapper and a few blocks, not more.
+    pair_mib = 2 * d * d * 8 / 2**20
+    sketcher = RecursiveSketcher(d, engine="unrolled", cache_size=1.2 * pair_mib,
+                                 random_state=0).fit(records)
+    draws = []
+    original = random_module.draw_matrix
+
+    def counting(seed, module, role, shape, **kwargs):
+        draws.append((module, role))
+        return original(seed, module, role, shape, **kwargs)
+
+    monkeypatch.setattr(random_module, "draw_matrix", counting)
+    first = sketcher.transform(records)
+    square = [key for key in draws if key[1] in ("C", "R")]
+    assert len(square) == len(set(square))
+    # A repeated transform costs no more than the first, and gives the same.
+    draws.clear()
+    np.testing.assert_array_equal(sketcher.transform(records), first)
+    again = [key for key in draws if key[1] in ("C", "R")]
+    assert len(again) == len(set(again)) and len(again) <= len(square)

@@ -55,3 +55,36 @@ def test_module_matrices_shapes_and_wrapper():
     assert matrices.wrapper_matrix("m") is None
     rows = np.ones((2, 16))
     np.testing.assert_array_equal(matrices.apply_wrapper("m", rows), rows)
+
+
+def test_sparse_sign_matrix_moments_and_storage():
+    from sksketch._random import SPARSE_SIGN_NNZ, draw_sparse_sign
+
+    d = 1024
+    g = draw_sparse_sign(0, "m", "C", d)
+    assert g.shape == (d, d) and g.nnz <= SPARSE_SIGN_NNZ * d
+    dense = g.toarray()
+    # Every column: 8 draws of +-1/sqrt(8), repeats adding up, so
+    # E||G e_j||^2 = 1; the mean over d columns within 5 standard errors.
+    norms = (dense**2).sum(axis=0)
+    assert abs(norms.mean() - 1) < 5 * norms.std() / np.sqrt(d) + 1e-12
+    # Column inner products: mean 0, variance 1/d.
+    gram = dense.T @ dense
+    off = gram[~np.eye(d, dtype=bool)]
+    assert abs(off.mean()) < 5 * np.sqrt(1 / d) / np.sqrt(off.size)
+    assert 0.8 / d < off.var() < 1.25 / d
+    np.testing.assert_array_equal(g.toarray(), draw_sparse_sign(0, "m", "C", d)
+                                  .toarray())
+
+
+def test_sparse_sign_module_matrices_apply_like_dense():
+    matrices = ModuleMatrices(0, 64, distribution="sparse_sign")
+    rows = np.random.default_rng(0).standard_normal((3, 64))
+    wiring = matrices.wiring("m").toarray()
+    np.testing.assert_allclose(matrices.apply_wiring("m", rows), rows @ wiring.T,
+                               atol=1e-12)
+    wrapper = matrices.wrapper_matrix("m").toarray()
+    np.testing.assert_allclose(matrices.apply_wrapper("m", rows),
+                               0.5 * (rows + rows @ wrapper.T), atol=1e-12)
+    # The small matrices stay dense Gaussian.
+    assert isinstance(matrices.subspace("m", 3), np.ndarray)

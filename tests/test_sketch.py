@@ -23,13 +23,14 @@ from .conftest import random_dag_record
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("wrapper", ["half_identity", "none"])
-@pytest.mark.parametrize("matrix", ["gaussian", "rademacher"])
-def test_engine_matches_reference_recursion(seed, wrapper, matrix):
+@pytest.mark.parametrize("matrix", ["gaussian", "rademacher", "sparse_sign"])
+@pytest.mark.parametrize("engine", ["auto", "unrolled", "levelwise"])
+def test_engine_matches_reference_recursion(seed, wrapper, matrix, engine):
     # Random DAGs: shared children, several roots, zero weights, a module
     # consuming its own module, mixed slot kinds.
     rng = np.random.default_rng(seed)
     fit_records = [random_dag_record(rng) for _ in range(20)]
-    sketcher = RecursiveSketcher(64, wrapper=wrapper, matrix=matrix,
+    sketcher = RecursiveSketcher(64, wrapper=wrapper, matrix=matrix, engine=engine,
                                  random_state=seed).fit(fit_records)
     # Records with slots never seen in fit: blocks are built on demand.
     new_records = [random_dag_record(rng, slot_pool=["new", (7, 7), 99])
@@ -52,17 +53,19 @@ def test_engine_matches_reference_on_synthetic_network():
                                atol=1e-10 * np.abs(expected).max())
 
 
-def test_float32_agrees_with_float64(dag_records):
+@pytest.mark.parametrize("engine", ["unrolled", "levelwise"])
+def test_float32_agrees_with_float64(dag_records, engine):
     s64 = RecursiveSketcher(64, random_state=0).fit_transform(dag_records)
-    s32 = RecursiveSketcher(64, dtype="float32", random_state=0).fit_transform(
-        dag_records)
+    s32 = RecursiveSketcher(64, dtype="float32", engine=engine,
+                            random_state=0).fit_transform(dag_records)
     assert s32.dtype == np.float32 and s64.dtype == np.float64
     # float32 rounding of the blocks and coefficients: ~1e-7 relative per term
     np.testing.assert_allclose(s32, s64, rtol=0, atol=1e-5 * np.abs(s64).max())
 
 
-def test_linearity_union_is_sum(dag_records):
-    sketcher = RecursiveSketcher(64, random_state=3).fit(dag_records)
+@pytest.mark.parametrize("engine", ["unrolled", "levelwise"])
+def test_linearity_union_is_sum(dag_records, engine):
+    sketcher = RecursiveSketcher(64, engine=engine, random_state=3).fit(dag_records)
     sketches = sketcher.transform(dag_records)
     for a, b in [(0, 1), (2, 7), (5, 5)]:
         union = merge_records([dag_records[a], dag_records[b]])
@@ -72,8 +75,9 @@ def test_linearity_union_is_sum(dag_records):
 
 
 @pytest.mark.parametrize("factor", [0.0, 0.5, 3.0])
-def test_scaling_root_weights_scales_sketch(dag_records, factor):
-    sketcher = RecursiveSketcher(64, random_state=4).fit(dag_records)
+@pytest.mark.parametrize("engine", ["unrolled", "levelwise"])
+def test_scaling_root_weights_scales_sketch(dag_records, factor, engine):
+    sketcher = RecursiveSketcher(64, engine=engine, random_state=4).fit(dag_records)
     sketches = sketcher.transform(dag_records)
     scaled_records = []
     for record in dag_records:
@@ -113,10 +117,13 @@ def test_chunked_engine_matches_single_product(dag_records, monkeypatch):
 
 def test_tiny_cache_gives_same_sketches(dag_records):
     big = RecursiveSketcher(64, random_state=0).fit(dag_records)
-    tiny = RecursiveSketcher(64, cache_size=0.01, random_state=0).fit(dag_records)
+    # Room for one module's wiring and wrapper matrices, nothing else.
+    pair_mib = 2 * 64 * 64 * 8 / 2**20
+    tiny = RecursiveSketcher(64, cache_size=pair_mib, random_state=0).fit(
+        dag_records)
     expected = big.transform(dag_records)
     np.testing.assert_array_equal(tiny.transform(dag_records), expected)
-    assert tiny._matrices()._cache.n_bytes <= max(0.01 * 2**20, 64 * 64 * 8)
+    assert tiny._matrices()._cache.n_bytes <= max(pair_mib * 2**20, 64 * 64 * 8)
 
 
 def test_fit_learns_modules_and_graph():
@@ -271,3 +278,21 @@ def test_bit_identical_across_processes_hash_seeds_and_threads():
                                 text=True, check=True)
         digests.add(result.stdout)
     assert len(digests) == 1
+
+
+@pytest.mark.parametrize("params, needed", [
+    ({"sketch_dim": 4096, "cache_size": 100}, "256 MiB"),
+    ({"sketch_dim": 4096, "cache_size": 100, "dtype": "float32"}, "384 MiB"),
+    ({"sketch_dim": 2**20}, "MiB"),
+])
+def test_sketch_dim_too_large_for_memory_fails_at_fit(dag_records, params, needed):
+    with pytest.raises(ValueError, match=rf"sketch_dim=\d+ needs .*{needed}"):
+        RecursiveSketcher(**params).fit(dag_records)
+
+
+def test_sparse_sign_fits_a_large_sketch_dim(dag_records):
+    # 2 x 65536^2 x 8 bytes would be 64 GiB dense; sparse: a few MiB.
+    sketcher = RecursiveSketcher(2**16, matrix="sparse_sign", cache_size=256,
+                                 random_state=0).fit(dag_records[:3])
+    sketches = sketcher.transform(dag_records[:3])
+    assert sketches.shape == (3, 2**16) and np.isfinite(sketches).all()

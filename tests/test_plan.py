@@ -1,0 +1,60 @@
+"""Choosing the engine per record: cheap to decide, never exponential."""
+
+import numpy as np
+
+from sksketch import ActivationRecord, RecordBatch, RecursiveSketcher
+from sksketch import _shapes as shapes
+from sksketch._plan import COEFFICIENT_FLOPS, levelwise_cost, plan_sketch
+from sksketch._reference import reference_sketch
+from sksketch._unroll import unroll
+
+
+def test_pricing_a_lattice_stops_at_the_levelwise_cost():
+    # 2^30 module paths. Unrolling stops as soon as the coefficient work
+    # passes the level-wise price, so it registers at most that many entries.
+    batch = shapes.lattice(30, n_records=1, dim=4)
+    plan = plan_sketch(batch, 64, "half_identity")
+    assert plan.levelwise.all()
+    assert np.isinf(plan.unrolled_cost).all()
+    max_entries = levelwise_cost(batch, 64, "half_identity").sum() / (
+        COEFFICIENT_FLOPS * (4 + 1))
+    assert max_entries < 1e5
+    capped = unroll(batch, budget=plan.levelwise_cost,
+                    entry_cost=np.full(batch.n_objects, COEFFICIENT_FLOPS * 5))
+    assert capped.over_budget.all()
+    assert len(capped.paths) <= max_entries
+
+
+def test_trees_are_unrolled(tree_batch):
+    for d in (256, 1024, 4096):
+        plan = plan_sketch(tree_batch, d, "half_identity")
+        assert not plan.levelwise.any(), d
+        assert plan.unrolled is not None
+
+
+def test_mixed_batch_takes_both_engines_and_matches_the_recursion(tree_batch):
+    # Blocks are shared by 200 trees (unrolled); the lattice record has 2^12
+    # paths (level-wise).
+    records = tree_batch.to_records() + shapes.lattice(12).to_records()
+    batch = RecordBatch.from_records(records)
+    plan = plan_sketch(batch, 256, "half_identity")
+    assert plan.levelwise[-1] and not plan.levelwise[:-1].any()
+    sketcher = RecursiveSketcher(256, random_state=0).fit(batch)
+    sketches = sketcher.transform(batch)
+    checked = [0, 1, 2, len(records) - 1]
+    expected = np.array([reference_sketch(records[i], sketcher) for i in checked])
+    np.testing.assert_allclose(sketches[checked], expected, rtol=0,
+                               atol=1e-10 * np.abs(expected).max())
+    # The plan depends on structure only: the same bits after the cache is
+    # emptied.
+    sketcher._matrices().clear()
+    np.testing.assert_array_equal(sketcher.transform(batch), sketches)
+
+
+def test_a_long_chain_goes_levelwise_and_a_short_one_unrolled():
+    long_chain = shapes.chain(2000, n_records=1)
+    assert plan_sketch(long_chain, 256, "half_identity").levelwise.all()
+    short = RecordBatch.from_records([ActivationRecord([
+        {"id": 0, "module": "a", "attributes": [1.0, 2.0], "inputs": [1]},
+        {"id": 1, "module": "b", "attributes": [0.5, 0.1]}])] * 50)
+    assert not plan_sketch(short, 256, "half_identity").levelwise.any()
