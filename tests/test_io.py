@@ -135,6 +135,12 @@ def test_gz_suffix_is_compressed_in_any_case(dag_records, tmp_path):
     (b"{oops", r"line 3 of '.*records': invalid JSON: Expecting"),
     (b'{"objects": [{"id": 0}]}',
      r"record on line 3 of '.*records', object #0: missing required field"),
+    (b'{"objects": [{"id": 0, "module": "a", "attributes": [], "weight": 1'
+     + b"0" * 400 + b"}]}", r"record on line 3 of '.*records', object 0: field "
+                            r"'weight' must be finite and >= 0; got an int of"),
+    (b'{"objects": [{"id": 0, "module": "a/b", "attributes": []}]}',
+     r"record on line 3 of '.*records', object 0: field 'module' must not "
+     r"contain '/'"),
 ])
 def test_bad_lines_name_file_and_line(dag_records, tmp_path, bad, match, compress):
     good = _good_line(dag_records)
