@@ -220,6 +220,19 @@ class RecordBatch:
         return batch
 
     @classmethod
+    def from_parsed(cls, parsed, *, dtype=np.float64):
+        """A batch of records whose objects :func:`parse_objects` checked.
+
+        Internal to sksketch (``read_batch``, ``from_records``): checks the
+        structure of all records at once (:func:`assemble`).
+        """
+        arrays = assemble(parsed)
+        arrays["_attributes"] = tuple(a.astype(dtype, copy=False)
+                                      for a in arrays["_attributes"])
+        arrays["_weight"] = arrays["_weight"].astype(dtype, copy=False)
+        return cls._from_arrays(**arrays)
+
+    @classmethod
     def from_records(cls, records, *, dtype=np.float64):
         """Convert a sequence of records (ActivationRecord or JSON dicts).
 
@@ -232,13 +245,9 @@ class RecordBatch:
         if all(type(r) is dict for r in records):
             # JSON dicts: check each object, then the structure of the whole
             # batch at once, without building a record object each.
-            arrays = assemble([parse_objects(*record_fields(r, f"record {i}"),
-                                             f"record {i}")
-                               for i, r in enumerate(records)])
-            arrays["_attributes"] = tuple(a.astype(dtype, copy=False)
-                                          for a in arrays["_attributes"])
-            arrays["_weight"] = arrays["_weight"].astype(dtype, copy=False)
-            return cls._from_arrays(**arrays)
+            return cls.from_parsed([parse_objects(*record_fields(r, f"record {i}"),
+                                                  f"record {i}")
+                                    for i, r in enumerate(records)], dtype=dtype)
         records = [as_record(r, index=i) for i, r in enumerate(records)]
         dims = merge_module_dims(
             (f"record {index}", record.module_dims,

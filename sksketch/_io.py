@@ -9,7 +9,10 @@ import stat
 import zlib
 from contextlib import contextmanager, suppress
 
-from ._records import ActivationRecord, as_record
+import numpy as np
+
+from ._batch import RecordBatch
+from ._records import ActivationRecord, as_record, parse_objects, record_fields
 
 _GZIP_MAGIC = b"\x1f\x8b"
 # What a damaged gzip stream raises while it is read: a stream cut short
@@ -75,6 +78,55 @@ def read_records(file):
     >>> [record.modules for record in read_records(lines)]
     [('cat',)]
     """
+    for data, where in _json_lines(file):
+        yield ActivationRecord.from_dict(data, index=where)
+
+
+def read_batch(file, *, dtype=np.float64):
+    """Read a JSON Lines file of records straight into a :class:`RecordBatch`.
+
+    The same as ``RecordBatch.from_records(list(read_records(file)))``, with
+    the same checks and messages, but about twice as fast: each line's objects
+    are checked and kept as lists, and the structure of all records (cycles,
+    default slots, finiteness, dimensions) is checked in one vectorized pass,
+    without building an :class:`ActivationRecord` per line.
+
+    Parameters
+    ----------
+    file : str, path-like or file object
+        As for :func:`read_records`.
+    dtype : {np.float64, np.float32}, default=np.float64
+        Floating type of the batch's attributes and weights.
+
+    Returns
+    -------
+    batch : RecordBatch
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`read_records`; the message names the line and, when it has
+        a name, the file.
+
+    Examples
+    --------
+    >>> import io
+    >>> from sksketch import read_batch
+    >>> lines = io.StringIO('{"objects": [{"id": 0, "module": "cat", '
+    ...                     '"attributes": [1.0, 2.0]}]}\\n')
+    >>> batch = read_batch(lines)
+    >>> batch.n_records, batch.module_dims
+    (1, {'cat': 2})
+    """
+    parsed = []
+    for data, index in _json_lines(file):
+        where = f"record {index}"
+        parsed.append(parse_objects(*record_fields(data, where), where))
+    return RecordBatch.from_parsed(parsed, dtype=dtype)
+
+
+def _json_lines(file):
+    """``(data, "on line n of 'file'")`` for each non-blank line of ``file``."""
     name = _file_name(file)
     with _open_for_reading(file) as handle:
         lines = iter(handle)
@@ -95,12 +147,13 @@ def read_records(file):
                 raise ValueError(f"{_line(line_number + 1, name)} or later: "
                                  f"invalid UTF-8: {exc.reason}") from None
             line_number += 1
-            record = _parse_line(line, line_number, name)
-            if record is not None:  # None: a blank line
-                yield record
+            data = _parse_line(line, line_number, name)
+            if data is not None:  # None: a blank line
+                yield data, f"on {_line(line_number, name)}"
 
 
 def _parse_line(line, line_number, name):
+    """The JSON value of one line, or None for a blank line."""
     if isinstance(line, bytes):
         try:
             line = line.decode("utf-8")
@@ -110,15 +163,13 @@ def _parse_line(line, line_number, name):
     if not line.strip():
         return None
     try:
-        data = json.loads(line)
+        return json.loads(line)
     except RecursionError:
         raise ValueError(f"{_line(line_number, name)}: invalid JSON: nested too "
                          f"deeply") from None
     except ValueError as exc:  # JSONDecodeError, or an int of > 4300 digits
         raise ValueError(f"{_line(line_number, name)}: invalid JSON: "
                          f"{exc}") from None
-    return ActivationRecord.from_dict(
-        data, index=f"on {_line(line_number, name)}")
 
 
 def _write_lines(records, handle, binary):

@@ -4,9 +4,16 @@ import json
 import os
 import stat
 
+import numpy as np
 import pytest
 
-from sksketch import read_records, write_records
+from sksketch import (
+    RecordBatch,
+    RecursiveSketcher,
+    read_batch,
+    read_records,
+    write_records,
+)
 
 
 def test_round_trip(dag_records, tmp_path):
@@ -125,8 +132,7 @@ def test_gz_suffix_is_compressed_in_any_case(dag_records, tmp_path):
     assert list(read_records(path)) == dag_records[:2]
 
 
-@pytest.mark.parametrize("compress", [False, True])
-@pytest.mark.parametrize("bad, match", [
+BAD_LINES = [
     (b'{"objects": [{"id": 0, "module": "caf\xe9", "attributes": []}]}',
      r"line 3 of '.*records': invalid UTF-8 at byte 37"),
     (b"[" * 100_000, r"line 3 of '.*records': invalid JSON: nested too deeply"),
@@ -141,7 +147,11 @@ def test_gz_suffix_is_compressed_in_any_case(dag_records, tmp_path):
     (b'{"objects": [{"id": 0, "module": "a/b", "attributes": []}]}',
      r"record on line 3 of '.*records', object 0: field 'module' must not "
      r"contain '/'"),
-])
+]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("bad, match", BAD_LINES)
 def test_bad_lines_name_file_and_line(dag_records, tmp_path, bad, match, compress):
     good = _good_line(dag_records)
     path = _write_lines(tmp_path / "records", [good, b"", bad, good], compress)
@@ -189,3 +199,34 @@ def _error_of(function):
     except ValueError as exc:
         return exc
     raise AssertionError("no ValueError")
+
+
+@pytest.mark.parametrize("bad, match", BAD_LINES)
+def test_read_batch_names_file_and_line_as_read_records(dag_records, tmp_path, bad,
+                                                        match):
+    good = _good_line(dag_records)
+    path = _write_lines(tmp_path / "records", [good, b"", bad, good])
+    with pytest.raises(ValueError, match=match):
+        read_batch(path)
+
+
+def test_read_batch_equals_reading_records(dag_records, tmp_path):
+    path = tmp_path / "records.jsonl.gz"
+    write_records(dag_records, path)
+    batch = read_batch(path, dtype=np.float32)
+    assert batch.dtype == np.float32 and len(batch) == len(dag_records)
+    assert batch.to_records() == RecordBatch.from_records(dag_records).astype(
+        np.float32).to_records()
+    sketcher = RecursiveSketcher(32, random_state=0).fit(dag_records)
+    np.testing.assert_array_equal(sketcher.transform(read_batch(path)),
+                                  sketcher.transform(list(read_records(path))))
+
+
+def test_read_batch_checks_structure_across_lines(tmp_path):
+    lines = [b'{"objects": [{"id": 0, "module": "a", "attributes": [1.0]}]}',
+             b'{"objects": [{"id": 0, "module": "a", "attributes": [1.0], '
+             b'"inputs": [0]}]}']
+    path = _write_lines(tmp_path / "records.jsonl", lines)
+    with pytest.raises(ValueError, match="record on line 2 of '.*records.jsonl', "
+                                         "object 0: field 'inputs' closes a cycle"):
+        read_batch(path)
