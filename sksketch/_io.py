@@ -86,7 +86,8 @@ def read_batch(file, *, dtype=np.float64):
     """Read a JSON Lines file of records straight into a :class:`RecordBatch`.
 
     The same as ``RecordBatch.from_records(list(read_records(file)))``, with
-    the same checks and messages, but about twice as fast: each line's objects
+    the same checks and messages, but several times faster (see
+    ``benchmarks/bench_io.py``): each line's objects
     are checked and kept as lists, and the structure of all records (cycles,
     default slots, finiteness, dimensions) is checked in one vectorized pass,
     without building an :class:`ActivationRecord` per line.
