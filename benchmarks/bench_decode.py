@@ -134,7 +134,8 @@ def main():
     args = parser.parse_args()
     by_d, by_kept, omp = run(args.n_records, args.dims, args.erasure_dim)
 
-    print(f"{args.n_records} records, {by_d[0]['n_unknowns']} unknowns")
+    print(f"{args.n_records} records, {by_d[0]['n_unknowns']} unknowns; "
+          f"sketches/s is warm: a second transform, after one that factorizes")
     print(f"{'method':>9} {'d':>5} {'sketches/s':>11} {'rel. error':>11}")
     for r in by_d:
         print(f"{r['method']:>9} {r['sketch_dim']:>5} {r['sketches_per_s']:>11,.0f} "

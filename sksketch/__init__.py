@@ -10,7 +10,7 @@ from ._datasets import SyntheticNetwork, make_activation_records
 # recover / statistics
 from ._decode import erase
 from ._dimension import suggest_sketch_dim
-from ._io import read_records, write_records
+from ._io import read_batch, read_records, write_records
 
 # dictionary learning
 from ._network import NetworkRecoveryDictionaryLearner, score_network_recovery
@@ -33,6 +33,7 @@ __all__ = [
     "erase",
     "make_activation_records",
     "merge_records",
+    "read_batch",
     "read_records",
     "score_network_recovery",
     "suggest_sketch_dim",

@@ -7,6 +7,7 @@ pairs. Records are converted once; recorders can build a batch directly.
 """
 
 from collections.abc import Mapping, Sequence
+from numbers import Integral
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from ._records import (
     as_record,
     assemble,
     canonical_slot,
+    check_module,
     merge_module_dims,
     parse_objects,
     record_fields,
@@ -32,12 +34,13 @@ class RecordBatch:
     Parameters
     ----------
     module : sequence of str of length n_objects
-        The module of each object.
+        The module of each object: a non-empty str without ``"/"``, as in a
+        record (``"/"`` joins the modules of a path in feature names).
     attributes : mapping of str to array-like of shape (n_module_objects, dim)
         For each module, the attribute rows of its objects, in object order.
     record : array-like of int of shape (n_objects,), default=None
         The record of each object; by default all objects form record 0.
-    n_records : int, default=None
+    n_records : int >= 0, default=None
         Number of records (records may be empty); default ``max(record) + 1``.
     weight : array-like of shape (n_objects,), default=None
         Object weights (default 1).
@@ -49,7 +52,7 @@ class RecordBatch:
     roots : array-like of int, default=None
         The root objects; default: the objects nothing consumes.
     object_ids : sequence of length n_objects, default=None
-        Object ids, only used in error messages.
+        Object ids, used in error messages and by :meth:`to_records`.
     dtype : {np.float32, np.float64}, default=np.float64
         Floating type of the attributes and weights.
 
@@ -85,19 +88,39 @@ class RecordBatch:
         if module.ndim != 1 or (module.size and module.dtype.kind not in "UO"):
             raise TypeError("RecordBatch: 'module' must be a 1-D sequence of str")
         n_objects = module.size
-        module_names, module_codes = np.unique(module.astype(str),
-                                               return_inverse=True)
-        module_names = tuple(module_names.tolist())
-        self._object_ids = None if object_ids is None else list(object_ids)
+        # Ids and records first: the messages below name objects by them.
+        if object_ids is not None:
+            object_ids = list(object_ids)
+            if len(object_ids) != n_objects:
+                raise ValueError(f"RecordBatch: 'object_ids' must have length "
+                                 f"{n_objects}; got {len(object_ids)}")
+        self._object_ids = object_ids
 
         record = (np.zeros(n_objects, np.intp) if record is None
                   else _index_array(record, "record", n_objects))
         if n_records is None:
             n_records = int(record.max()) + 1 if n_objects else 0
+        elif isinstance(n_records, bool | np.bool_) or not isinstance(n_records,
+                                                                      Integral):
+            raise TypeError(f"RecordBatch: 'n_records' must be an int; got "
+                            f"{type(n_records).__name__} {n_records!r}")
+        elif n_records < 0:
+            raise ValueError(f"RecordBatch: 'n_records' must be >= 0; "
+                             f"got {n_records}")
         if n_objects and (record.min() < 0 or record.max() >= n_records):
             raise ValueError(f"RecordBatch: 'record' must lie in [0, {n_records})")
         self.n_records = int(n_records)
         self._record = record
+
+        if module.dtype.kind == "O":  # astype(str) would make None 'None'
+            for index, name in enumerate(module.tolist()):
+                if not isinstance(name, str):
+                    check_module(name, self._where(index))
+        module_names, first, module_codes = np.unique(
+            module.astype(str), return_index=True, return_inverse=True)
+        module_names = tuple(check_module(name, self._where(index))
+                             for name, index in zip(module_names.tolist(),
+                                                    first.tolist()))
 
         if not isinstance(attributes, Mapping):
             raise TypeError("RecordBatch: 'attributes' must map module names "
@@ -197,6 +220,19 @@ class RecordBatch:
         return batch
 
     @classmethod
+    def from_parsed(cls, parsed, *, dtype=np.float64):
+        """A batch of records whose objects :func:`parse_objects` checked.
+
+        Internal to sksketch (``read_batch``, ``from_records``): checks the
+        structure of all records at once (:func:`assemble`).
+        """
+        arrays = assemble(parsed)
+        arrays["_attributes"] = tuple(a.astype(dtype, copy=False)
+                                      for a in arrays["_attributes"])
+        arrays["_weight"] = arrays["_weight"].astype(dtype, copy=False)
+        return cls._from_arrays(**arrays)
+
+    @classmethod
     def from_records(cls, records, *, dtype=np.float64):
         """Convert a sequence of records (ActivationRecord or JSON dicts).
 
@@ -209,13 +245,9 @@ class RecordBatch:
         if all(type(r) is dict for r in records):
             # JSON dicts: check each object, then the structure of the whole
             # batch at once, without building a record object each.
-            arrays = assemble([parse_objects(*record_fields(r, f"record {i}"),
-                                             f"record {i}")
-                               for i, r in enumerate(records)])
-            arrays["_attributes"] = tuple(a.astype(dtype, copy=False)
-                                          for a in arrays["_attributes"])
-            arrays["_weight"] = arrays["_weight"].astype(dtype, copy=False)
-            return cls._from_arrays(**arrays)
+            return cls.from_parsed([parse_objects(*record_fields(r, f"record {i}"),
+                                                  f"record {i}")
+                                    for i, r in enumerate(records)], dtype=dtype)
         records = [as_record(r, index=i) for i, r in enumerate(records)]
         dims = merge_module_dims(
             (f"record {index}", record.module_dims,
@@ -333,10 +365,23 @@ class RecordBatch:
                 by_root, pointers(self._record[self._roots]))
 
     def take(self, indices):
-        """A new batch of the records at ``indices`` (repeats allowed)."""
+        """A new batch of the records at ``indices`` (repeats allowed).
+
+        ``indices`` holds integers (negative ones count from the end) or is a
+        boolean mask of length ``n_records``; floats are refused with a
+        TypeError, an index out of range or a mask of another length with an
+        IndexError.
+        """
         indices = np.asarray(indices)
         if indices.dtype == bool:
+            if indices.shape != (self.n_records,):
+                raise IndexError(f"boolean index of shape {indices.shape} for "
+                                 f"{self.n_records} records")
             indices = np.flatnonzero(indices)
+        elif indices.size and indices.dtype.kind not in "iu":
+            # Truncating 1.7 to 1 would silently pick another record.
+            raise TypeError(f"RecordBatch.take: indices must be integers or "
+                            f"booleans; got dtype {indices.dtype}")
         indices = indices.astype(np.intp).reshape(-1)
         indices = np.where(indices < 0, indices + self.n_records, indices)
         if indices.size and (indices.min() < 0 or indices.max() >= self.n_records):

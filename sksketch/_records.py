@@ -48,12 +48,18 @@ class ActivationObject(NamedTuple):
     inputs: tuple = ()
 
 
-def canonical_slot(value, where):
+MAX_SLOT_DEPTH = 32
+
+
+def canonical_slot(value, where, _depth=0):
     """Return ``value`` as a hashable, JSON-stable slot key.
 
-    Slots are ints, strings, or non-empty sequences of them (spatial positions);
-    they feed the stable seed of a node subspace, so ``3``, ``np.int64(3)`` all
-    map to the same key while ``"3"`` stays a different one.
+    Slots are ints, strings, or non-empty sequences of them (spatial positions),
+    nested at most ``MAX_SLOT_DEPTH`` (32) levels deep, so that a hostile slot
+    raises a TypeError rather than a RecursionError. They feed the stable seed
+    of a node subspace, so ``3``, ``np.int64(3)`` all map to the same key while
+    ``"3"`` stays a different one. A 0-d array is not a sequence and, like a
+    0-d array id, is refused.
     """
     if type(value) is int or type(value) is str:  # the common case, fast
         return value
@@ -64,10 +70,31 @@ def canonical_slot(value, where):
         return int(value)
     if isinstance(value, str):
         return value
-    if isinstance(value, Sequence | np.ndarray) and len(value) > 0:
-        return tuple(canonical_slot(item, where) for item in value)
+    if _is_sequence(value) and len(value) > 0:
+        if _depth >= MAX_SLOT_DEPTH:
+            raise TypeError(f"{where}: field 'slot' nests sequences more than "
+                            f"{MAX_SLOT_DEPTH} levels deep")
+        return tuple(canonical_slot(item, where, _depth + 1) for item in value)
     raise TypeError(f"{where}: field 'slot' must be an int, a str or a non-empty "
-                    f"sequence of them; got {type(value).__name__} {value!r}")
+                    f"sequence of them; got {_describe(value)}")
+
+
+def _is_sequence(value):
+    """A list-like with a length: a Sequence or an array of at least 1-D."""
+    if isinstance(value, np.ndarray):
+        return value.ndim > 0
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
+def _describe(value):
+    """``type value`` for an error message, short even for a huge value."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return f"a 0-d array {value!r}"
+    if isinstance(value, int) and value.bit_length() > 64:
+        # repr() of an int of over 4300 digits raises a ValueError.
+        return f"an int of {value.bit_length()} bits"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 80 else text[:77] + '...'}"
 
 
 def slot_to_json(slot):
@@ -80,7 +107,7 @@ def _check_id(value, where):
         return value
     if isinstance(value, bool | np.bool_) or not isinstance(value, Integral | str):
         raise TypeError(f"{where}: field 'id' must be an int or a str; "
-                        f"got {type(value).__name__} {value!r}")
+                        f"got {_describe(value)}")
     return int(value) if isinstance(value, Integral) else value
 
 
@@ -92,6 +119,15 @@ def _check_attributes(value, where):
         array = np.asarray(value)
     except ValueError as exc:  # numpy >= 1.24 refuses ragged nested lists
         raise ValueError(f"{where}: field 'attributes' is ragged: {exc}") from None
+    if array.dtype.kind == "O" and array.ndim == 1 and all(
+        isinstance(v, Real) and not isinstance(v, bool | np.bool_) for v in array
+    ):
+        # Ints beyond int64 make an object array; they are real numbers.
+        try:
+            array = array.astype(np.float64)
+        except OverflowError:
+            raise ValueError(f"{where}: field 'attributes' holds an int too large "
+                             f"for a float") from None
     if array.dtype.kind not in "iuf":
         if array.dtype.kind == "O" and array.ndim > 1:
             raise ValueError(f"{where}: field 'attributes' is ragged")
@@ -109,12 +145,47 @@ def _check_weight(value, where):
         return value
     if isinstance(value, bool | np.bool_) or not isinstance(value, Real):
         raise TypeError(f"{where}: field 'weight' must be a real number; "
-                        f"got {type(value).__name__} {value!r}")
-    weight = float(value)
+                        f"got {_describe(value)}")
+    try:
+        weight = float(value)
+    except OverflowError:  # an int such as 10**400
+        raise ValueError(f"{where}: field 'weight' must be finite and >= 0; got "
+                         f"{_describe(value)}, too large for a float") from None
     if not np.isfinite(weight) or weight < 0:
         raise ValueError(f"{where}: field 'weight' must be finite and >= 0; "
                          f"got {weight!r}")
     return weight
+
+
+def check_module(module, where):
+    """A module name: a non-empty str without ``"/"``.
+
+    ``"/"`` joins the modules of a path in feature names (``"a/b:count"`` for
+    the path ``("a", "b")``), so a module named ``"a/b"`` would give the same
+    names as ``b`` under ``a``. Such names are refused rather than escaped:
+    refusing keeps every feature name and DataFrame column readable and split
+    on ``"/"`` into modules, with no escape convention to learn or undo.
+    """
+    if type(module) is not str:
+        if not isinstance(module, str):
+            raise TypeError(f"{where}: field 'module' must be a str; "
+                            f"got {_describe(module)}")
+        module = str(module)
+    if not module:
+        raise ValueError(f"{where}: field 'module' is empty")
+    if "/" in module:
+        raise ValueError(f"{where}: field 'module' must not contain '/', which "
+                         f"joins the modules of a path in feature names; "
+                         f"got {module!r}")
+    return module
+
+
+def _check_id_list(value, field, where):
+    """Field 'inputs' or 'outputs': a list (or a 1-D array) of ids."""
+    if isinstance(value, Mapping) or not _is_sequence(value):
+        raise TypeError(f"{where}: field '{field}' must be a list of ids; "
+                        f"got {_describe(value)}")
+    return value
 
 
 def _check_fields(data, allowed, required, what, where):
@@ -148,7 +219,10 @@ class ActivationRecord:
     Parameters
     ----------
     objects : sequence of mapping or ActivationObject
-        Each object has ``id``, ``module`` and ``attributes``, and optionally
+        Each object has ``id``, ``module`` (a non-empty str without ``"/"``,
+        which joins modules in path names such as ``"a/b"``; such names are
+        refused, not escaped, so that feature names stay readable) and
+        ``attributes``, and optionally
         ``weight`` (default 1), ``slot`` (default: its ordinal among the
         same-module objects of its first consumer) and ``inputs`` (ids of the
         objects it consumed; default none).
@@ -361,13 +435,8 @@ def parse_objects(objects, outputs, where):
                              f"#{position[obj_id]}")
         position[obj_id] = ordinal
         module = fields["module"]
-        if type(module) is not str:
-            if not isinstance(module, str):
-                raise TypeError(f"{obj_where}: field 'module' must be a str; "
-                                f"got {type(module).__name__} {module!r}")
-            module = str(module)
-        if not module:
-            raise ValueError(f"{obj_where}: field 'module' is empty")
+        if type(module) is not str or module not in module_dims:
+            module = check_module(module, obj_where)  # once per name and record
         x = _check_attributes(fields["attributes"], obj_where)
         known_dim = module_dims.setdefault(module, x.shape[0])
         if known_dim != x.shape[0]:
@@ -378,11 +447,8 @@ def parse_objects(objects, outputs, where):
         raw_inputs = fields.get("inputs", ())
         if raw_inputs is None:
             raw_inputs = ()
-        if isinstance(raw_inputs, str | bytes | Mapping) or not isinstance(
-            raw_inputs, Sequence | np.ndarray
-        ):
-            raise TypeError(f"{obj_where}: field 'inputs' must be a list of "
-                            f"ids; got {type(raw_inputs).__name__}")
+        elif type(raw_inputs) is not list:  # the common case, fast
+            _check_id_list(raw_inputs, "inputs", obj_where)
         ids.append(obj_id)
         modules.append(module)
         attributes.append(x)
@@ -411,11 +477,7 @@ def parse_objects(objects, outputs, where):
 
     roots = None
     if outputs is not None:
-        if isinstance(outputs, str | bytes | Mapping) or not isinstance(
-            outputs, Sequence | np.ndarray
-        ):
-            raise TypeError(f"{where}: field 'outputs' must be a list of ids; "
-                            f"got {type(outputs).__name__}")
+        _check_id_list(outputs, "outputs", where)
         roots = []
         for output in outputs:
             output = _check_id(output, f"{where}, field 'outputs'")

@@ -103,6 +103,21 @@ def _arrays(**overrides):
     ({"record": [0, 0, 3], "n_records": 2}, ValueError, "'record' must lie in"),
     ({"record": [0.0, 0.0, 1.0]}, TypeError, "'record' must hold integers"),
     ({"slot": [0, 1.5, 0]}, TypeError, "record 0, object 'y': field 'slot'"),
+    ({"module": ["a", None, "b"]}, TypeError, "record 0, object 'y': field "
+                                              "'module' must be a str; got NoneType"),
+    ({"module": ["a", "", "b"]}, ValueError, "record 0, object 'y': field 'module' "
+                                             "is empty"),
+    ({"module": ["a", "a", "b/c"], "attributes": {"a": [[1.0], [2.0]],
+                                                  "b/c": [[0.0]]}},
+     ValueError, "record 1, object 'z': field 'module' must not contain '/'"),
+    ({"n_records": 2.7}, TypeError, "'n_records' must be an int; got float 2.7"),
+    ({"n_records": np.True_}, TypeError, "'n_records' must be an int"),
+    ({"n_records": -1}, ValueError, "'n_records' must be >= 0; got -1"),
+    ({"object_ids": ["x", "y"]}, ValueError, "'object_ids' must have length 3; "
+                                             "got 2"),
+    # The wrong length is reported, not an IndexError while naming object 2.
+    ({"object_ids": ["x"], "weight": [1.0, 1.0, -1.0]}, ValueError,
+     "'object_ids' must have length 3"),
 ])
 def test_direct_construction_validates(overrides, error, match):
     with pytest.raises(error, match=match):
@@ -119,3 +134,29 @@ def test_adjacency_is_the_inputs(dag_records):
             expected = sorted(position[c] for c in obj.inputs)
             assert np.flatnonzero(adjacency[position[obj.id]]).tolist() == expected
         offset += record.n_objects
+
+
+def test_empty_batch_refuses_negative_n_records():
+    with pytest.raises(ValueError, match="'n_records' must be >= 0"):
+        RecordBatch(module=[], attributes={}, n_records=-1)
+    assert len(RecordBatch(module=[], attributes={}, n_records=2)) == 2
+
+
+def test_slash_module_cannot_collide_with_a_path():
+    # Modules a, b (a consumes b) and a/b would both give "a/b:count".
+    with pytest.raises(ValueError, match=r"record 0, object 2: field 'module' "
+                                         r"must not contain '/'"):
+        RecordBatch(module=["a", "b", "a/b"], edges=[[0, 1]],
+                    attributes={"a": [[1.0]], "b": [[1.0]], "a/b": [[1.0]]})
+
+
+def test_take_refuses_float_indices_and_masks_of_another_length(dag_records):
+    batch = RecordBatch.from_records(dag_records[:4])
+    with pytest.raises(TypeError, match="indices must be integers or booleans; "
+                                        "got dtype float64"):
+        batch.take([1.7, 2.2])
+    with pytest.raises(IndexError, match=r"boolean index of shape \(3,\) for 4"):
+        batch.take([True, False, True])
+    assert len(batch.take([])) == 0
+    assert batch.take(np.array([True, False, True, False])).to_records() == [
+        dag_records[0], dag_records[2]]

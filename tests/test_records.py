@@ -89,6 +89,13 @@ def _delete(index, field):
     return mutate
 
 
+def _nested(depth):
+    slot = 0
+    for _ in range(depth):
+        slot = [slot]
+    return slot
+
+
 # (mutation, exception, message fragment): every message names the object
 # and the field at fault.
 BAD_RECORDS = [
@@ -106,6 +113,8 @@ BAD_RECORDS = [
     (_delete(1, "attributes"), ValueError, "missing required field 'attributes'"),
     (_set(1, "module", 3), TypeError, "object 1: field 'module' must be a str"),
     (_set(1, "module", ""), ValueError, "object 1: field 'module' is empty"),
+    (_set(1, "module", "edge/cat"), ValueError,
+     "object 1: field 'module' must not contain '/'"),
     (_set(1, "attributes", [0.1, float("nan")]), ValueError,
      "object 1: field 'attributes' holds non-finite values"),
     (_set(1, "attributes", [0.1, math.inf]), ValueError, "non-finite"),
@@ -123,6 +132,18 @@ BAD_RECORDS = [
                                           "and >= 0"),
     (_set(1, "weight", float("inf")), ValueError, "field 'weight' must be finite"),
     (_set(1, "weight", "1"), TypeError, "object 1: field 'weight' must be a real"),
+    (_set(1, "weight", 10**400), ValueError, "object 1: field 'weight' must be "
+                                             "finite and >= 0; got an int of 1329 "
+                                             "bits, too large for a float"),
+    (_set(1, "attributes", [10**400, 0.0]), ValueError,
+     "object 1: field 'attributes' holds an int too large for a float"),
+    (_set(1, "slot", np.array(3)), TypeError, "object 1: field 'slot' must be an "
+                                              "int, a str or a non-empty sequence "
+                                              "of them; got a 0-d array"),
+    (_set(1, "slot", _nested(40)), TypeError, "object 1: field 'slot' nests "
+                                              "sequences more than 32 levels"),
+    (_set(2, "inputs", np.array(0)), TypeError, "object 2: field 'inputs' must be "
+                                                "a list of ids; got a 0-d array"),
     (_set(1, "slot", 1.5), TypeError, "object 1: field 'slot' must be an int"),
     (_set(1, "slot", []), TypeError, "object 1: field 'slot'"),
     (_set(1, "slot", True), TypeError, "object 1: field 'slot'"),
@@ -157,6 +178,9 @@ def _escape(fragment):
                                                   "id 3"),
     ({"objects": [{"id": 1, "module": "a", "attributes": []}], "outputs": [1, 1]},
      ValueError, "record 0: field 'outputs' lists an id twice"),
+    ({"objects": [{"id": 0, "module": "a", "attributes": []}],
+      "outputs": np.array(0)}, TypeError, "record 0: field 'outputs' must be a "
+                                          "list of ids; got a 0-d array"),
 ])
 def test_bad_record_containers(data, error, fragment):
     with pytest.raises(error, match=_escape(fragment)):
@@ -205,3 +229,20 @@ def test_arbitrary_json_is_rejected_cleanly(data):
         return
     # Only a well-formed record may get through.
     ActivationRecord.from_dict(data)
+
+
+def test_big_ints_are_real_attributes_and_deep_slots_are_fine_up_to_32():
+    record = ActivationRecord([
+        {"id": 0, "module": "a", "attributes": [10**30, 1], "slot": _nested(32)}])
+    assert record.attributes[0].tolist() == [1e30, 1.0]
+    assert record.module_dims == {"a": 2}
+
+
+def test_module_names_with_a_slash_would_collide_in_feature_names():
+    # "a" consuming "b" has the path a/b, as would a module named "a/b".
+    objects = [{"id": 0, "module": "a", "attributes": [1.0], "inputs": [1]},
+               {"id": 1, "module": "b", "attributes": [1.0]},
+               {"id": 2, "module": "a/b", "attributes": [1.0]}]
+    with pytest.raises(ValueError, match=r"^record, object 2: field 'module' "
+                                         r"must not contain '/'"):
+        ActivationRecord(objects)

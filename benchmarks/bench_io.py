@@ -1,0 +1,100 @@
+"""Speed of reading JSON Lines records into a RecordBatch, measured in one run.
+
+For records of the synthetic network, written once to a plain and a gzip
+JSON Lines file, it times (best of ``--repeat`` calls, after a warm-up):
+
+- ``json.loads`` of every line alone: the floor of any JSON reader;
+- ``read_records`` then ``RecordBatch.from_records``: one ActivationRecord per
+  line, then the batch (the path before ``read_batch``);
+- ``read_batch``: each line's objects checked, then the structure of all
+  records at once, no ActivationRecord per line.
+
+Prints a table and writes ``benchmarks/results/bench_io.json``.
+Run: ``python benchmarks/bench_io.py [--n-records 5000] [--repeat 3]``
+"""
+
+import argparse
+import gzip
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sksketch import (
+    RecordBatch,
+    make_activation_records,
+    read_batch,
+    read_records,
+    write_records,
+)
+
+
+def best_time(function, repeat):
+    """Best wall time of ``repeat`` calls after one warm-up call."""
+    function()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def json_only(path):
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def run(n_records, repeat):
+    records, _ = make_activation_records(n_records, n_modules=9, depth=3,
+                                         attribute_dim=8, random_state=0)
+    n_objects = sum(r.n_objects for r in records)
+    readers = {
+        "json.loads only": json_only,
+        "read_records + from_records": lambda p: RecordBatch.from_records(
+            list(read_records(p))),
+        "read_batch": read_batch,
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as directory:
+        for name in ("records.jsonl", "records.jsonl.gz"):
+            path = Path(directory) / name
+            write_records(records, path)
+            for reader, function in readers.items():
+                seconds = best_time(lambda f=function, p=path: f(p), repeat)
+                rows.append({"file": name, "reader": reader,
+                             "n_records": n_records, "n_objects": n_objects,
+                             "seconds": seconds,
+                             "records_per_s": n_records / seconds,
+                             "us_per_object": seconds / n_objects * 1e6})
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-records", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"
+                                             / "bench_io.json"))
+    args = parser.parse_args()
+    rows = run(args.n_records, args.repeat)
+    print(f"{rows[0]['n_records']} records, {rows[0]['n_objects']} objects; "
+          f"warm, best of {args.repeat}")
+    print(f"{'file':<17} {'reader':<28} {'records/s':>10} {'us/object':>10}")
+    for r in rows:
+        print(f"{r['file']:<17} {r['reader']:<28} {r['records_per_s']:>10,.0f} "
+              f"{r['us_per_object']:>10.2f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": platform.platform(),
+                               "processor": platform.processor(),
+                               "numpy": np.__version__, "results": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
