@@ -148,8 +148,9 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
             self.sketcher_ = sketcher
         else:
             self.sketcher_ = clone(sketcher).fit(batch)
-        self._structure = Structure(_learned_items(batch, self.max_depth),
-                                    self.sketcher_.modules_)
+        items = _learned_items(batch, self.max_depth,
+                               self.sketcher_._matrices().sketch_dim)
+        self._structure = Structure(items, self.sketcher_.modules_)
         self.paths_ = list(self._structure.paths)
         self.slots_ = {path: list(slots)
                        for path, slots in self._structure.slots_of.items()}
@@ -349,8 +350,32 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
         return tags
 
 
-def _learned_items(batch, max_depth):
-    """Every (path, slot) of the records, down to ``max_depth``."""
-    unrolled = unroll(batch, max_depth=max_depth)
+# Most (object, module path) pairs one record may unroll into for decoding:
+# the decoders answer per module path, and far more paths than any sketch
+# dimension can resolve means a DAG whose paths explode (a lattice of L
+# layers, each object consuming every object below, has 2^L).
+MAX_PATH_ENTRIES = 2**16
+
+
+def _learned_items(batch, max_depth, sketch_dim=None):
+    """Every (path, slot) of the records, down to ``max_depth``.
+
+    Unrolls under a cap, so that a record whose module paths explode is
+    refused with the arithmetic instead of enumerating them.
+    """
+    cap = MAX_PATH_ENTRIES if sketch_dim is None else min(MAX_PATH_ENTRIES,
+                                                          64 * sketch_dim)
+    unrolled = unroll(batch, max_depth=max_depth,
+                      budget=np.full(batch.n_records, float(cap)),
+                      entry_cost=np.ones(batch.n_objects))
+    if unrolled.over_budget.any():
+        record = int(np.flatnonzero(unrolled.over_budget)[0])
+        where = "" if sketch_dim is None else f" at sketch_dim={sketch_dim}"
+        raise ValueError(
+            f"record {record}: its objects are reached by more than {cap:,} "
+            f"(object, module path) pairs, so decoding{where} would solve for "
+            f"more than {cap:,} unknowns, and exact decoding needs a sketch_dim "
+            f"of about twice the unknowns of a record (over {2 * cap:,}); pass "
+            f"max_depth to decode the top levels of the records only")
     return [item for item in ColumnLayout.from_unrolled(batch, unrolled).items
             if item[1] is not None]

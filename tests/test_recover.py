@@ -127,3 +127,17 @@ def test_max_depth_limits_the_paths(fitted):
     shallow = SketchAttributeRecoverer(RecursiveSketcher(256, random_state=0),
                                        max_depth=1).fit(records)
     assert all(len(p) == 1 for p in shallow.paths_)
+
+
+def test_records_whose_paths_explode_are_refused_with_the_arithmetic():
+    from sksketch import _shapes as shapes
+
+    # 2^20 module paths: refused after a capped count, not enumerated.
+    batch = shapes.lattice(20, n_records=2)
+    with pytest.raises(ValueError, match=r"record 0: .* more than 8,192 .*"
+                                         r"sketch_dim=128.*max_depth"):
+        SketchAttributeRecoverer(RecursiveSketcher(128, random_state=0)).fit(batch)
+    # The top levels still decode: 2 modules per layer, 2 + 4 + 8 paths.
+    recoverer = SketchAttributeRecoverer(RecursiveSketcher(128, random_state=0),
+                                         max_depth=3).fit(batch)
+    assert len(recoverer.paths_) == 14
