@@ -91,9 +91,11 @@ def plan_sketch(batch, sketch_dim, wrapper, *, force=None):
                       depth_cost=PATH_MODULE_FLOPS)
     over, cost = unrolled.over_budget, unrolled.cost
     record = batch._record[unrolled.obj]
-    # Column blocks: each distinct (path, slot) is one chain step on top of
-    # its suffix's (a product with d x d matrices), shared by the records
-    # that use it; the final product costs 2 d per record and column.
+    path_length = np.array([len(p) for p in unrolled.paths] or [0], float)
+    # Column blocks: each distinct (path, slot) is a chain of products with
+    # d x d matrices, one per module of the path at most (fewer when its
+    # suffixes are built for other paths), shared by the records that use
+    # it; the final product costs 2 d per record and column.
     n_slots = max(len(batch._slot_keys), 1)
     wraps = 2.0 if wrapper != "none" else 1.0
     item = unrolled.path * n_slots + batch._slot_codes[unrolled.obj]
@@ -104,10 +106,12 @@ def plan_sketch(batch, sketch_dim, wrapper, *, force=None):
         path_dim = np.array([name_dim[p[-1]] for p in unrolled.paths] or [0.0])
         used_paths = _distinct(unrolled.path, len(unrolled.paths))
         used_items = _distinct(item, len(unrolled.paths) * n_slots)
+        block_paths = np.concatenate((used_paths, used_items // n_slots))
         widths = np.concatenate((path_dim[used_paths] + 1,
                                  path_dim[used_items // n_slots]))
-        total = (cost.sum() + (2 * d * d * wraps * widths
-                               + BLOCK_OVERHEAD_FLOPS).sum()
+        total = (cost.sum()
+                 + ((2 * d * d * wraps * widths + BLOCK_OVERHEAD_FLOPS)
+                    * path_length[block_paths]).sum()
                  + 2 * d * n_records * widths.sum())
         if total <= lw_cost.sum():
             return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost)
@@ -117,10 +121,12 @@ def plan_sketch(batch, sketch_dim, wrapper, *, force=None):
         # path's last module's dimension, the same for all its entries.
         _, first = np.unique(key * n_records + record, return_index=True)
         block, block_record, block_width = key[first], record[first], width[first]
+        steps = path_length[unrolled.path[first]]
         _, users = np.unique(block, return_inverse=True)
         users = users.reshape(-1)
         n_users = np.bincount(users)[users]
-        build = (2 * block_width * d * d * wraps + BLOCK_OVERHEAD_FLOPS) / n_users
+        build = ((2 * block_width * d * d * wraps + BLOCK_OVERHEAD_FLOPS) * steps
+                 / n_users)
         cost += np.bincount(block_record, weights=build + 2 * d * block_width,
                             minlength=n_records)
     cost[over] = np.inf

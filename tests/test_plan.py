@@ -38,10 +38,12 @@ def test_mixed_batch_takes_both_engines_and_matches_the_recursion(tree_batch):
     records = tree_batch.to_records() + shapes.lattice(12).to_records()
     batch = RecordBatch.from_records(records)
     plan = plan_sketch(batch, 256, "half_identity")
-    assert plan.levelwise[-1] and not plan.levelwise[:-1].any()
+    # A tree using a block no other record uses pays for it alone, and may
+    # go level-wise; most share their blocks with many others.
+    assert plan.levelwise[-1] and plan.levelwise[:-1].mean() < 0.5
     sketcher = RecursiveSketcher(256, random_state=0).fit(batch)
     sketches = sketcher.transform(batch)
-    checked = [0, 1, 2, len(records) - 1]
+    checked = [0, 1, 2, *np.flatnonzero(plan.levelwise)[:3].tolist()]
     expected = np.array([reference_sketch(records[i], sketcher) for i in checked])
     np.testing.assert_allclose(sketches[checked], expected, rtol=0,
                                atol=1e-10 * np.abs(expected).max())
