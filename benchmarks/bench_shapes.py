@@ -111,7 +111,8 @@ def run_row(name, d, dtype, repeat, max_gflop):
         float("inf") if np.isinf(plan.unrolled_cost).any() else priced)
     results = {}
     for engine in ("levelwise", "unrolled", "auto"):
-        if engine == "unrolled" and row["priced_unrolled_over_levelwise"] > UNROLLED_LIMIT:
+        priced_out = row["priced_unrolled_over_levelwise"] > UNROLLED_LIMIT
+        if engine == "unrolled" and priced_out:
             continue
         sketches, results[engine] = measure(batch, d, dtype, engine, repeat)
         if engine == "levelwise":
@@ -124,7 +125,8 @@ def run_row(name, d, dtype, repeat, max_gflop):
                 for key, value in r.items()})
     best = min(r["warm_s"] for e, r in results.items() if e != "auto")
     row["auto_over_best"] = results["auto"]["warm_s"] / best
-    row["auto_over_levelwise"] = results["auto"]["warm_s"] / results["levelwise"]["warm_s"]
+    row["auto_over_levelwise"] = (results["auto"]["warm_s"]
+                                  / results["levelwise"]["warm_s"])
     row["auto_records_per_s"] = n_records / results["auto"]["warm_s"]
     # The machine's own product rate on the level-wise engine's shape.
     rng = np.random.default_rng(0)
