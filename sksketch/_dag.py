@@ -56,9 +56,14 @@ def topological_levels(n_objects, before, after):
     levels = []
     while frontier.size:
         levels.append(frontier)
-        _, successors = expand(indptr, indices, frontier)
-        successors, released = np.unique(successors, return_counts=True)
-        waiting[successors] -= released
+        if frontier.size == 1:  # narrow rounds (chains): no sort needed
+            node = int(frontier[0])
+            successors = np.unique(indices[indptr[node]:indptr[node + 1]])
+            waiting[successors] -= 1
+        else:
+            _, successors = expand(indptr, indices, frontier)
+            successors, released = np.unique(successors, return_counts=True)
+            waiting[successors] -= released
         frontier = successors[waiting[successors] == 0]
     return levels, waiting
 

@@ -10,11 +10,13 @@ the plan for records whose unrolling explodes (lattices, long chains, dense
 receptive fields), where the unrolled engine pays once per module path.
 """
 
+from contextlib import nullcontext
+
 import numpy as np
 from scipy.sparse import csr_array
 
 from ._dag import children_csr, expand, topological_levels
-from ._threads import blas_threads_for
+from ._threads import SMALL_PRODUCT_FLOPS, blas_threads_for
 
 # Objects whose d-vectors the engine holds at once (records are taken in
 # chunks of about this many objects; a larger record is taken whole).
@@ -22,11 +24,11 @@ _CHUNK_OBJECTS = 2**14
 
 
 def _sketch_run(batch, matrices, dtype, members, slot_runs, inputs, sketches):
-    # inputs: (indptr, indices, edge ids, weights) of the objects' inputs, CSR.
     """Sketches of ``members``, objects of one module whose inputs are done.
 
     ``slot_runs``: start offsets (into ``members``) of their runs of equal
-    slots, members being sorted by slot.
+    slots, members being sorted by slot. ``inputs``: the objects' inputs in
+    CSR form, ``(indptr, indices, edge ids, weights)``.
     """
     code = int(batch._module_codes[members[0]])
     name = batch._module_names[code]
@@ -46,11 +48,16 @@ def _sketch_run(batch, matrices, dtype, members, slot_runs, inputs, sketches):
     consumers = np.flatnonzero(n_inputs)
     if consumers.size:
         # sum_c w_c s(c) per consumer: gather the inputs, weigh, add by runs.
-        source, edge = expand(indptr, edge_ids, members[consumers])
-        weighted = sketches[indices[edge]]
-        weighted *= input_weight[edge, None]
-        starts = np.concatenate(([0], np.cumsum(n_inputs[consumers])[:-1]))
-        consumed = np.add.reduceat(weighted, starts, axis=0)
+        if n_inputs.max() == 1:  # one input each (chains): no runs to add
+            edge = indptr[members[consumers]]
+            consumed = sketches[indices[edge]]
+            consumed *= input_weight[edge, None]
+        else:
+            _, edge = expand(indptr, edge_ids, members[consumers])
+            consumed = sketches[indices[edge]]
+            consumed *= input_weight[edge, None]
+            starts = np.concatenate(([0], np.cumsum(n_inputs[consumers])[:-1]))
+            consumed = np.add.reduceat(consumed, starts, axis=0)
         value[consumers] += matrices.apply(name, "C", consumed, dtype=dtype)
     if matrices.wrapper != "none":
         value += matrices.apply(name, "R", value, dtype=dtype)
@@ -64,30 +71,41 @@ def _sketch_chunk(batch, matrices, dtype):
     n = batch.n_objects
     parent, child = batch._parent, batch._child
     weight = batch._weight.astype(dtype, copy=False)
-    order = np.argsort(parent, kind="stable")
+    by_parent = np.argsort(parent, kind="stable")
     indptr, indices = children_csr(n, parent, child)
-    inputs = (indptr, indices, np.arange(indices.size), weight[child[order]])
+    inputs = (indptr, indices, np.arange(indices.size), weight[child[by_parent]])
     sketches = np.empty((n, d), dtype)
-    module = batch._module_codes
-    n_slots = max(len(batch._slot_keys), 1)
+    # One ordering of all objects by (round, module, slot), computed once: a
+    # run of equal (round, module) shares its matrices, a run of equal slot
+    # its N; a deep record then costs a few array operations per round.
     levels, _ = topological_levels(n, child, parent)
-    for level in levels:
-        # Sort the round by (module, slot): each module's run shares its
-        # matrices, each slot's run its N.
-        key = module[level] * n_slots + batch._slot_codes[level]
-        order = np.argsort(key, kind="stable")
-        level, key = level[order], key[order]
-        slot_starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-        module_of_run = module[level[slot_starts]]
-        module_starts = slot_starts[np.concatenate(
-            ([True], module_of_run[1:] != module_of_run[:-1]))]
-        for lo, hi in zip(module_starts.tolist(),
-                          [*module_starts[1:].tolist(), level.size]):
-            members = level[lo:hi]
-            runs = slot_starts[(slot_starts >= lo) & (slot_starts < hi)] - lo
-            with blas_threads_for(2 * members.size * d * d):
+    round_of = np.repeat(np.arange(len(levels)), [level.size for level in levels])
+    objects = np.concatenate(levels) if levels else np.zeros(0, np.intp)
+    module, slot = batch._module_codes[objects], batch._slot_codes[objects]
+    order = np.lexsort((slot, module, round_of))
+    objects, module, slot, round_of = (a[order] for a in (objects, module, slot,
+                                                          round_of))
+    new_module = np.concatenate(([True], (round_of[1:] != round_of[:-1])
+                                 | (module[1:] != module[:-1])))
+    slot_starts = np.flatnonzero(new_module | np.concatenate(
+        ([True], slot[1:] != slot[:-1])))
+    module_starts = np.flatnonzero(new_module)
+    module_stops = np.append(module_starts[1:], n)
+    first_slot = np.searchsorted(slot_starts, module_starts)
+    last_slot = np.append(first_slot[1:], slot_starts.size)
+    # BLAS threads per run, or once for all when every run is small (deep
+    # narrow records: thousands of runs of a few objects).
+    largest = int((module_stops - module_starts).max(initial=0))
+    per_run = 2 * largest * d * d >= SMALL_PRODUCT_FLOPS
+    with nullcontext() if per_run else blas_threads_for(0):
+        for lo, hi, a, b in zip(module_starts.tolist(), module_stops.tolist(),
+                                first_slot.tolist(), last_slot.tolist()):
+            members = objects[lo:hi]
+            with (blas_threads_for(2 * members.size * d * d) if per_run
+                  else nullcontext()):
                 sketches[members] = _sketch_run(batch, matrices, dtype, members,
-                                                runs, inputs, sketches)
+                                                slot_starts[a:b] - lo, inputs,
+                                                sketches)
     roots = batch._roots
     gather = csr_array((weight[roots], (batch._record[roots], roots)),
                        shape=(batch.n_records, n))
