@@ -16,8 +16,10 @@ plan's time over the better of the two (target <= 1.2) and over the
 level-wise one (target <= 2), and the level-wise engine's GFLOP/s against a
 plain NumPy product ``(n_objects x d) @ (d x d)`` timed in the same run.
 
-Rows whose level-wise work exceeds ``--max-gflop`` are skipped (they would
-take minutes on 2 cores); the table says so. ``--busy-core`` keeps one core
+Each row takes as many records as make about ``--work-gflop`` of level-wise
+work (at most the shape's default count); a shape whose single record needs
+more than ``--max-gflop`` is skipped (minutes on 2 cores), and the table
+says so. ``--busy-core`` keeps one core
 busy in another process throughout, to check the figures survive it.
 
 Prints a table and writes ``benchmarks/results/bench_shapes.json``.
@@ -93,10 +95,13 @@ def measure(batch, d, dtype, engine, repeat):
     return sketches, {"cold_s": cold, "warm_s": warm, "peak_mib": memory / 2**20}
 
 
-def run_row(name, d, dtype, repeat, max_gflop):
+def run_row(name, d, dtype, repeat, max_gflop, work_gflop):
     builder, n_at_256 = SHAPES[name]
-    # The same work at every d: fewer records as d^2 grows.
+    # About the same work at every d: fewer records as d^2 grows, and no
+    # more than --work-gflop of level-wise work.
     n_records = max(1, int(n_at_256 * (256 / d) ** 2))
+    per_record = float(levelwise_cost(builder(1), d, "half_identity").sum())
+    n_records = max(1, min(n_records, int(work_gflop * 1e9 / per_record)))
     batch = builder(n_records)
     lw_flops = float(levelwise_cost(batch, d, "half_identity").sum())
     row = {"shape": name, "sketch_dim": d, "dtype": dtype, "n_records": n_records,
@@ -104,7 +109,7 @@ def run_row(name, d, dtype, repeat, max_gflop):
     if lw_flops / 1e9 > max_gflop:
         row["skipped"] = f"level-wise work {lw_flops / 1e9:.0f} GFLOP > {max_gflop}"
         return row
-    plan = plan_sketch(batch, d, "half_identity")
+    plan = plan_sketch(batch, d, "half_identity", cache_bytes=4096 * 2**20)
     priced = float(np.sum(np.minimum(plan.unrolled_cost, 1e300)) / lw_flops)
     row["plan_levelwise_fraction"] = float(plan.levelwise.mean())
     row["priced_unrolled_over_levelwise"] = (
@@ -164,7 +169,10 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="five shapes, float64 only")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--max-gflop", type=float, default=40.0)
+    parser.add_argument("--max-gflop", type=float, default=40.0,
+                        help="skip shapes whose one record needs more")
+    parser.add_argument("--work-gflop", type=float, default=4.0,
+                        help="level-wise work per row, at most")
     parser.add_argument("--busy-core", action="store_true",
                         help="keep one core busy in another process")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"
@@ -183,7 +191,8 @@ def main():
         for name in args.shapes:
             for d in args.dims:
                 for dtype in args.dtypes:
-                    row = run_row(name, d, dtype, args.repeat, args.max_gflop)
+                    row = run_row(name, d, dtype, args.repeat, args.max_gflop,
+                                  args.work_gflop)
                     print_row(row)
                     rows.append(row)
     finally:

@@ -35,6 +35,13 @@ COEFFICIENT_FLOPS = 100.0
 PATH_MODULE_FLOPS = 200.0
 # Python overhead of one path block (cache look-ups, small products).
 BLOCK_OVERHEAD_FLOPS = 2e5
+# Sketches a path block is expected to serve once built, when the blocks fit
+# the cache: blocks are built once per sketcher, not once per call, so a
+# batch of one record must not pay for them alone (it would then never get
+# them, and every later call would run level-wise, up to 100x slower on
+# trees at d = 4096). The price: a first call can cost up to this many times
+# the level-wise one. Blocks that cannot stay cached are charged in full.
+BLOCK_REUSE = 64
 
 
 class Plan(NamedTuple):
@@ -72,11 +79,12 @@ def levelwise_cost(batch, sketch_dim, wrapper):
                        minlength=batch.n_records)
 
 
-def plan_sketch(batch, sketch_dim, wrapper, *, force=None):
+def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
     """Price both engines for every record of a validated batch; pick the cheaper.
 
-    ``force`` ("unrolled" or "levelwise") skips the pricing, for tests and
-    benchmarks.
+    ``cache_bytes`` bounds the cache the path blocks would live in (blocks
+    that fit are expected to be reused, see ``BLOCK_REUSE``). ``force``
+    ("unrolled" or "levelwise") skips the pricing, for tests and benchmarks.
     """
     n_records = batch.n_records
     lw_cost = levelwise_cost(batch, sketch_dim, wrapper)
@@ -109,24 +117,31 @@ def plan_sketch(batch, sketch_dim, wrapper, *, force=None):
         block_paths = np.concatenate((used_paths, used_items // n_slots))
         widths = np.concatenate((path_dim[used_paths] + 1,
                                  path_dim[used_items // n_slots]))
+        steps = path_length[block_paths]
+        reuse = _reuse(widths, steps, d, cache_bytes)
         total = (cost.sum()
                  + ((2 * d * d * wraps * widths + BLOCK_OVERHEAD_FLOPS)
-                    * path_length[block_paths]).sum()
+                    * steps).sum() / reuse
                  + 2 * d * n_records * widths.sum())
         if total <= lw_cost.sum():
             return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost)
     entry_dim = dims[batch._module_codes[unrolled.obj]]
+    uses = []
     for key, width in ((unrolled.path, entry_dim + 1), (item, entry_dim)):
         # One row per (block, record) using it; a block's width is its
         # path's last module's dimension, the same for all its entries.
         _, first = np.unique(key * n_records + record, return_index=True)
-        block, block_record, block_width = key[first], record[first], width[first]
-        steps = path_length[unrolled.path[first]]
-        _, users = np.unique(block, return_inverse=True)
+        _, users = np.unique(key[first], return_inverse=True)
         users = users.reshape(-1)
-        n_users = np.bincount(users)[users]
+        uses.append((record[first], width[first],
+                     path_length[unrolled.path[first]],
+                     np.bincount(users)[users]))
+    reuse = _reuse(np.concatenate([u[1] for u in uses]),
+                   np.concatenate([u[2] for u in uses]), d, cache_bytes,
+                   weights=np.concatenate([1 / u[3] for u in uses]))
+    for block_record, block_width, steps, n_users in uses:
         build = ((2 * block_width * d * d * wraps + BLOCK_OVERHEAD_FLOPS) * steps
-                 / n_users)
+                 / (n_users * reuse))
         cost += np.bincount(block_record, weights=build + 2 * d * block_width,
                             minlength=n_records)
     cost[over] = np.inf
@@ -141,3 +156,16 @@ def _distinct(values, n_values):
     if n_values <= 4 * values.size:
         return np.flatnonzero(np.bincount(values, minlength=n_values))
     return np.unique(values)
+
+
+def _reuse(widths, steps, sketch_dim, cache_bytes, weights=None):
+    """How many sketches a block is expected to serve: see BLOCK_REUSE.
+
+    The cached chains of the blocks (every suffix of their paths, float64)
+    must fit ``cache_bytes``; ``weights`` counts each block that many times
+    (a block listed once per record using it).
+    """
+    n_bytes = 8.0 * sketch_dim * np.dot(widths * steps,
+                                        np.ones_like(widths) if weights is None
+                                        else weights)
+    return BLOCK_REUSE if n_bytes <= cache_bytes else 1.0

@@ -50,6 +50,7 @@ def _sketch_batch(batch, matrices, dtype, engine="auto"):
     Trusts its inputs; :class:`RecursiveSketcher` validates them.
     """
     plan = plan_sketch(batch, matrices.sketch_dim, matrices.wrapper,
+                       cache_bytes=matrices._cache.max_bytes,
                        force=None if engine == "auto" else engine)
     if not plan.levelwise.any():
         return _sketch_unrolled(batch, matrices, dtype, plan.unrolled)
