@@ -25,3 +25,9 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_sketch.py
 	$(BIN)/python benchmarks/bench_decode.py --plot
 	$(BIN)/python benchmarks/bench_network_recovery.py --plot
+
+# The documentation: Sphinx (MyST pages, numpydoc API reference, the examples
+# gallery), warnings as errors. Output in docs/_build/html.
+.PHONY: docs
+docs: $(VENV)/.installed
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html

@@ -46,7 +46,7 @@ class RecordBatch:
         Object weights (default 1).
     slot : sequence of length n_objects, default=None
         Object slots (int, str or tuple); default: the ordinal among the
-        same-module inputs of the first consumer (SPEC section 1).
+        same-module inputs of the first consumer (see the user guide, Records).
     edges : array-like of int of shape (n_edges, 2), default=None
         ``(parent, child)`` pairs: ``parent`` consumed ``child``.
     roots : array-like of int, default=None

@@ -101,7 +101,7 @@ def rank_within_groups(keys):
 
 
 def default_slot_ordinals(n_objects, module, parent, child, group=None):
-    """Default slot of every object (SPEC section 1).
+    """Default slot of every object (see the user guide, Records).
 
     An object's default slot is its ordinal among the same-module inputs of
     its first consumer (lowest object index, then list order). An object that

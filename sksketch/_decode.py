@@ -1,4 +1,4 @@
-"""Decoders: from sketches back to per-path counts and attributes (SPEC 4).
+"""Decoders: from sketches back to per-path counts and attributes (docs: Decoding).
 
 A sketch is ``S = sum_P a_P c_P + sum_{P,s} H_{P,s} u_{P,s}`` (see
 ``_unroll``): ``c_P`` is the weighted count of the objects on module path

@@ -1,4 +1,4 @@
-"""Choosing the sketch dimension (SPEC section 7)."""
+"""Choosing the sketch dimension (see the user guide, Erasure and choosing d)."""
 
 import math
 from numbers import Integral, Real

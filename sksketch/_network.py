@@ -2,7 +2,7 @@
 
 From many sketches of a sketcher whose random matrices are unknown, recover
 the sketch function as seen from the top -- the path blocks -- and the
-network's wiring (SPEC section 5). A sketch is block-linear,
+network's wiring (see the user guide, Network recovery). A sketch is block-linear,
 ``S = sum_P G_P z_P`` over the module paths a record activates:
 
 - with the records (``fit(S, records)``), each candidate path's coefficients

@@ -1,4 +1,4 @@
-"""Path blocks: computing, caching and stacking them (SPEC sections 3 and 8).
+"""Path blocks: computing, caching and stacking them (docs: The mathematics).
 
 The block of the module path ``P = (M_0, ..., M_k)`` applies the chain
 

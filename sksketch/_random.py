@@ -1,4 +1,4 @@
-"""Stable seeds and the random matrices of SPEC section 2.
+"""Stable seeds and the random matrices (docs: The mathematics).
 
 Every matrix is drawn from its own seed, derived from
 ``(seed, module, role[, slot])`` by a cryptographic hash (never Python's
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-#: Roles of the random matrices (SPEC section 2).
+#: Roles of the random matrices (docs: The mathematics).
 SUBSPACE, NODE, WIRING, WRAPPER = "A", "N", "C", "R"
 
 

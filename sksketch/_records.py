@@ -1,4 +1,4 @@
-"""The module-activation record: data model and validation (SPEC section 1).
+"""The module-activation record: data model and validation (docs: Records).
 
 A record is the DAG of objects that a modular network emitted for one input.
 It is parsed once, at the public boundary, into flat arrays (module codes,

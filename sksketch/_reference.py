@@ -1,4 +1,4 @@
-"""The sketch recursion of SPEC section 3, applied literally.
+"""The sketch recursion (docs: The mathematics, The sketch), applied literally.
 
 One record at a time, one ``d x d`` wiring and wrapper product per object:
 ``O(d^2)`` per object. Kept as the oracle the tests check the unrolled engine
@@ -12,7 +12,7 @@ from ._records import as_record
 
 
 def reference_sketch(record, sketcher):
-    """Sketch one record by the recursion ``s(theta)`` of SPEC section 3.
+    """Sketch one record by the recursion ``s(theta)`` (docs: The mathematics).
 
     Parameters
     ----------

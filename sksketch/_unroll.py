@@ -1,4 +1,4 @@
-"""Unrolling records into per-path coefficients (SPEC sections 3 and 8).
+"""Unrolling records into per-path coefficients (docs: The mathematics).
 
 By linearity, a sketch is ``S = sum_P G_P^A z_P + sum_{P,s} G_{P,s}^N u_{P,s}``
 over the module paths ``P`` from a root and the slots ``s``. The attribute
