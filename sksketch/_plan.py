@@ -33,6 +33,10 @@ from ._unroll import unroll
 # and the coefficient build near 0.2 G values/s (benchmarks/bench_shapes.py).
 COEFFICIENT_FLOPS = 100.0
 PATH_MODULE_FLOPS = 200.0
+# Every call handles each distinct path as a tuple of module names (layout,
+# block look-ups, hashing): about 5 us per module of every path, measured on
+# a chain of 2,000 objects (2 million path modules: 11 s).
+PATH_KEY_FLOPS = 1e5
 # Python overhead of one path block (cache look-ups, small products).
 BLOCK_OVERHEAD_FLOPS = 2e5
 # Sketches a path block is expected to serve once built, when the blocks fit
@@ -114,15 +118,14 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
         path_dim = np.array([name_dim[p[-1]] for p in unrolled.paths] or [0.0])
         used_paths = _distinct(unrolled.path, len(unrolled.paths))
         used_items = _distinct(item, len(unrolled.paths) * n_slots)
-        block_paths = np.concatenate((used_paths, used_items // n_slots))
         widths = np.concatenate((path_dim[used_paths] + 1,
                                  path_dim[used_items // n_slots]))
-        steps = path_length[block_paths]
-        reuse = _reuse(widths, steps, d, cache_bytes)
+        chains = _chain_widths(unrolled, used_items, n_slots, dims)
+        reuse = _reuse(chains, d, cache_bytes)
         total = (cost.sum()
-                 + ((2 * d * d * wraps * widths + BLOCK_OVERHEAD_FLOPS)
-                    * steps).sum() / reuse
-                 + 2 * d * n_records * widths.sum())
+                 + (2 * d * d * wraps * chains + BLOCK_OVERHEAD_FLOPS).sum() / reuse
+                 + 2 * d * n_records * widths.sum()
+                 + PATH_KEY_FLOPS * path_length[used_paths].sum())
         if total <= lw_cost.sum():
             return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost)
     entry_dim = dims[batch._module_codes[unrolled.obj]]
@@ -136,13 +139,21 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
         uses.append((record[first], width[first],
                      path_length[unrolled.path[first]],
                      np.bincount(users)[users]))
-    reuse = _reuse(np.concatenate([u[1] for u in uses]),
-                   np.concatenate([u[2] for u in uses]), d, cache_bytes,
-                   weights=np.concatenate([1 / u[3] for u in uses]))
-    for block_record, block_width, steps, n_users in uses:
+    # Each record's share of the chains: its blocks' lengths (an upper bound
+    # of their chains), scaled so that the shares add up to the exact count.
+    chains = _chain_widths(unrolled, np.unique(item), n_slots, dims)
+    reuse = _reuse(chains, d, cache_bytes)
+    exact = (2 * d * d * wraps * chains + BLOCK_OVERHEAD_FLOPS).sum()
+    bound = sum(((2 * d * d * wraps * width + BLOCK_OVERHEAD_FLOPS) * steps
+                 / n_users).sum() for _, width, steps, n_users in uses)
+    scale = exact / max(bound, 1.0) / reuse
+    for (block_record, block_width, steps, n_users), keys in zip(uses, (1.0, 0.0)):
         build = ((2 * block_width * d * d * wraps + BLOCK_OVERHEAD_FLOPS) * steps
-                 / (n_users * reuse))
-        cost += np.bincount(block_record, weights=build + 2 * d * block_width,
+                 / n_users * scale)
+        # The path keys: charged with the presence blocks, one per path.
+        handling = keys * PATH_KEY_FLOPS * steps / n_users
+        cost += np.bincount(block_record,
+                            weights=build + handling + 2 * d * block_width,
                             minlength=n_records)
     cost[over] = np.inf
     if force == "unrolled":
@@ -158,14 +169,59 @@ def _distinct(values, n_values):
     return np.unique(values)
 
 
-def _reuse(widths, steps, sketch_dim, cache_bytes, weights=None):
+def _reuse(chain_rows, sketch_dim, cache_bytes):
     """How many sketches a block is expected to serve: see BLOCK_REUSE.
 
-    The cached chains of the blocks (every suffix of their paths, float64)
-    must fit ``cache_bytes``; ``weights`` counts each block that many times
-    (a block listed once per record using it).
+    The chains (float64 rows of ``d``) must fit ``cache_bytes``.
     """
-    n_bytes = 8.0 * sketch_dim * np.dot(widths * steps,
-                                        np.ones_like(widths) if weights is None
-                                        else weights)
-    return BLOCK_REUSE if n_bytes <= cache_bytes else 1.0
+    return BLOCK_REUSE if 8.0 * sketch_dim * chain_rows.sum() <= cache_bytes else 1.0
+
+
+def _chain_widths(unrolled, items, n_slots, dims):
+    """Rows of every distinct chain the blocks of ``items`` need.
+
+    A block is a chain of products on top of its suffix's chain, so the
+    chains to build are all suffixes of the blocks' paths, once each: a
+    chain of one module repeated ``D`` times needs ``D`` chains, not
+    ``D^2 / 2``. Counted on a trie of module sequences with suffix links
+    (each sequence's suffix is its first module dropped), in ``O(paths)``.
+
+    ``items``: used (path, slot) codes ``path * n_slots + slot``. Returns
+    the row counts (``dim + 1`` for presence chains, ``dim`` for slot
+    chains) of every distinct chain.
+    """
+    trie, suffix, last = {}, [0], [-1]
+
+    def child(node, module):
+        # Create the sequence node+module and, first, the suffixes it links to.
+        pending = []
+        while (node, module) not in trie:
+            pending.append(node)
+            if node == 0:
+                break
+            node = suffix[node]
+        link = trie.get((node, module), 0)
+        for parent in reversed(pending):
+            trie[(parent, module)] = len(suffix)
+            suffix.append(0 if parent == 0 else link)
+            last.append(module)
+            link = len(suffix) - 1
+        return link
+
+    node_of = np.zeros(len(unrolled.paths), np.intp)
+    for p, (parent, module) in enumerate(zip(unrolled.path_parent.tolist(),
+                                             unrolled.path_module.tolist())):
+        node_of[p] = child(node_of[parent] if parent >= 0 else 0, module)
+    suffix, last = np.array(suffix), np.array(last)
+    # Presence chains: every sequence in the trie is a suffix of a path.
+    rows = [dims[last[1:]] + 1]
+    # Slot chains: the slot stays, the sequence walks its suffix links.
+    keys = seen = np.unique(node_of[items // n_slots] * n_slots + items % n_slots)
+    while keys.size:
+        nodes = keys // n_slots
+        rows.append(dims[last[nodes]])
+        linked = suffix[nodes]
+        keys = np.unique(linked[linked > 0] * n_slots + (keys % n_slots)[linked > 0])
+        keys = keys[~np.isin(keys, seen)]
+        seen = np.union1d(seen, keys)
+    return np.concatenate(rows)

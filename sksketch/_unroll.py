@@ -47,6 +47,10 @@ class Unrolled(NamedTuple):
     over_budget: np.ndarray | None = None
     #: Cost counted per record (None without a budget).
     cost: np.ndarray | None = None
+    #: For each path: the id of the path one module shorter (-1 for a root's
+    #: module alone), and the code of its last module.
+    path_parent: np.ndarray | None = None
+    path_module: np.ndarray | None = None
 
 
 def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.0):
@@ -70,6 +74,7 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
     n_modules = max(len(names), 1)
     indptr, indices = children_csr(n_objects, batch._parent, batch._child)
     paths = []
+    trie = []  # (parent path, last module) of every path
     # child_path[parent_path + 1, module]: id of the path one module longer.
     child_path = np.full((1, n_modules), -1, np.intp)
 
@@ -91,6 +96,7 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
                 prefix = paths[parent - 1] if parent else ()
                 child_path[parent, mod] = len(paths)
                 paths.append(prefix + (names[mod],))
+                trie.append((parent - 1, mod))
             ids = child_path[parent_path + 1, child_module]
         return ids
 
@@ -143,15 +149,17 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
             path = np.concatenate((path[single], unique_keys // n_objects))
             obj = np.concatenate((obj[single], unique_keys % n_objects))
             eff = np.concatenate((eff[single], merged))
+    path_parent, path_module = (np.array(side, np.intp).reshape(-1) for side in
+                                (zip(*trie) if trie else ((), ())))
     if not levels:
         empty = np.zeros(0, np.intp)
-        return Unrolled(paths, empty, empty, np.zeros(0), over,
-                        None if over is None else spent)
+        return Unrolled(paths, empty, empty, np.zeros(0), over, spent,
+                        path_parent, path_module)
     path, obj, eff = (np.concatenate(parts) for parts in zip(*levels))
     if over is not None and over.any():
         keep = ~over[batch._record[obj]]
         path, obj, eff = path[keep], obj[keep], eff[keep]
-    return Unrolled(paths, path, obj, eff, over, None if over is None else spent)
+    return Unrolled(paths, path, obj, eff, over, spent, path_parent, path_module)
 
 
 def slot_sort_key(slot):
