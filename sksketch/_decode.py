@@ -206,6 +206,14 @@ class LstsqDecoder:
         factor = self._factors.get(key)
         if factor is None:
             limit = int(self.max_active * kept.size)
+            if limit < 1 and self.structure.n_unknowns:
+                # Not even one count fits in the budget: decoding would
+                # return zeros that look like an answer.
+                raise ValueError(
+                    f"{kept.size} kept coordinate(s) are too few to decode: "
+                    f"least squares solves for at most max_active * {kept.size} "
+                    f"= {limit} unknowns; keep at least "
+                    f"{int(np.ceil(1 / self.max_active))} coordinates")
             g, norms = _unit_columns(self.g_rows[:, kept].T)
             if self.structure.n_unknowns <= limit:
                 factor = ("pinv", np.linalg.pinv(g) / norms[:, None])
@@ -221,6 +229,20 @@ class LstsqDecoder:
         kind, factor = self._factor(kept)
         z = sketches @ factor.T if kind == "pinv" else factor.solve(sketches)
         return z, self.structure.path_sum_from_slots(z)
+
+
+def _span(g):
+    """Orthonormal basis of the column span of ``g``: at most its rank columns.
+
+    Singular values below the float64 rank tolerance of ``numpy.linalg.
+    matrix_rank`` count as zero, so a group with fewer kept rows than
+    columns, or with collinear columns, gets a basis of its true span.
+    """
+    if not g.size:
+        return g[:, :0]
+    u, s, _ = np.linalg.svd(g, full_matrices=False)
+    rank = int(np.sum(s > s[0] * max(g.shape) * np.finfo(g.dtype).eps))
+    return u[:, :rank]
 
 
 def _unit_columns(g):
@@ -244,11 +266,19 @@ class _GroupPursuit:
         self.widths = np.diff(offsets)
         self.max_active, self.tol = max_active, tol
         self.gram = g.T @ g
-        # Orthonormal basis of each group: the score of a group is the norm
-        # of the residual's projection on its span.
-        self.basis = np.concatenate(
-            [np.linalg.qr(g[:, lo:hi])[0] for lo, hi in zip(offsets[:-1], offsets[1:])],
-            axis=1)
+        # Orthonormal basis of each group's span, padded with zero columns to
+        # the group's width: the score of a group is the norm of the
+        # residual's projection on its span, and the groups' columns in
+        # ``basis`` stay at their offsets even when few kept rows (or
+        # collinear columns) leave a group a narrower span.
+        self.basis = np.zeros_like(g)
+        for lo, hi in zip(offsets[:-1], offsets[1:]):
+            span = _span(g[:, lo:hi])
+            self.basis[:, lo:lo + span.shape[1]] = span
+        # reduceat sums a group from its offset to the next one; a group of
+        # width 0 (a module without attributes) has no columns to sum (it
+        # would read its neighbour's), and can never explain a residual.
+        self.scored = np.flatnonzero(self.widths > 0)
 
     def solve(self, sketches, chunk=256):
         z = np.zeros((sketches.shape[0], self.g.shape[1]))
@@ -266,8 +296,9 @@ class _GroupPursuit:
         target = self.tol * np.linalg.norm(s, axis=1)
         todo = np.flatnonzero(np.linalg.norm(residual, axis=1) > target)
         while todo.size:
-            scores = np.add.reduceat((residual[todo] @ self.basis) ** 2,
-                                     self.offsets[:-1], axis=1)
+            scores = np.full((todo.size, n_groups), -np.inf)
+            scores[:, self.scored] = np.add.reduceat(
+                (residual[todo] @ self.basis) ** 2, self.offsets[self.scored], axis=1)
             scores[support[todo]] = -np.inf
             scores[width[todo, None] + self.widths[None, :] > self.max_active] = -np.inf
             best = np.argmax(scores, axis=1)
