@@ -38,7 +38,7 @@ def relative_error(recoverer, records, sketches, kept=None):
                          recoverer._structure.layout)
     if kept is None:
         kept = np.arange(sketches.shape[1])
-    estimate, _ = recoverer._decoder().decode(sketches, kept)
+    estimate = recoverer._decoder().decode(sketches, kept).z
     return float(np.linalg.norm(estimate - truth) / np.linalg.norm(truth))
 
 
