@@ -25,6 +25,7 @@ group orthogonal matching pursuit, batched over sketches, beyond that.
 from typing import NamedTuple
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ._paths import PathBlocks
 from ._unroll import ColumnLayout
@@ -350,9 +351,13 @@ class _GroupPursuit:
         z = np.zeros((sketches.shape[0], self.g.shape[1]))
         residual = np.empty_like(sketches)
         cond = np.ones(sketches.shape[0])
-        for lo in range(0, sketches.shape[0], chunk):
-            part = slice(lo, lo + chunk)
-            z[part], residual[part], cond[part] = self._solve(sketches[part])
+        # Each step solves a stack of small systems (one LAPACK call each):
+        # BLAS threads only spin against each other there, and far worse when
+        # another process holds a core. One thread, as in scikit-learn's KMeans.
+        with threadpool_limits(limits=1, user_api="blas"):
+            for lo in range(0, sketches.shape[0], chunk):
+                part = slice(lo, lo + chunk)
+                z[part], residual[part], cond[part] = self._solve(sketches[part])
         return z / self.norms, residual, cond
 
     def _solve(self, s):

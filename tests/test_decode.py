@@ -338,3 +338,27 @@ def test_too_erased_to_decode_anything_is_a_clear_error():
     transpose = SketchAttributeRecoverer(recoverer.sketcher_, method="transpose")
     assert transpose.fit(records).transform(erased, kept=kept).shape == (
         len(records), len(recoverer.get_feature_names_out()))
+
+
+def test_group_pursuit_runs_blas_on_one_thread(monkeypatch):
+    # A stack of small solves per step: one BLAS thread (see test_network).
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from sksketch._decode import _GroupPursuit
+
+    seen = []
+    solve = _GroupPursuit._solve
+
+    def spy(self, sketches):
+        seen.append({p["num_threads"] for p in threadpool_info()
+                     if p["user_api"] == "blas"})
+        return solve(self, sketches)
+
+    monkeypatch.setattr(_GroupPursuit, "_solve", spy)
+    records = _flag_and_cat_records()
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(64, random_state=0)).fit(records)
+    sketches = recoverer.sketcher_.transform(records)
+    with threadpool_limits(limits=2, user_api="blas"):
+        recoverer.transform(sketches[:, :8])  # 7 unknowns > 8 / 2: the pursuit
+    assert seen == [{1}]

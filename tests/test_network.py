@@ -201,3 +201,28 @@ def test_sketches_only_warns_with_too_few_sketches():
     sketches = RecursiveSketcher(256, random_state=0).fit_transform(records)
     with pytest.warns(UserWarning, match="too few sketches for its quadrics"):
         NetworkRecoveryDictionaryLearner(random_state=0).fit(sketches)
+
+
+def test_block_regression_runs_blas_on_one_thread(monkeypatch):
+    # Many small products: BLAS threads spin against each other, 30-60 times
+    # slower when another process holds a core. Not timed: the regression's
+    # BLAS thread count is checked while it runs.
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from sksketch import _network
+
+    seen = []
+    regression = _network._block_regression
+
+    def spy(*args):
+        seen.append({p["num_threads"] for p in threadpool_info()
+                     if p["user_api"] == "blas"})
+        return regression(*args)
+
+    monkeypatch.setattr(_network, "_block_regression", spy)
+    records, _ = make_activation_records(200, n_modules=6, weights="random",
+                                         random_state=0)
+    sketches = RecursiveSketcher(64, random_state=0).fit_transform(records)
+    with threadpool_limits(limits=2, user_api="blas"):
+        NetworkRecoveryDictionaryLearner().fit(sketches, records)
+    assert seen == [{1}]
