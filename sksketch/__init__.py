@@ -15,7 +15,7 @@ from ._io import read_batch, read_records, write_records
 # dictionary learning
 from ._network import NetworkRecoveryDictionaryLearner, score_network_recovery
 from ._records import ActivationObject, ActivationRecord, merge_records
-from ._recover import SketchAttributeRecoverer
+from ._recover import OutOfStructureWarning, SketchAttributeRecoverer
 
 # sketch
 from ._sketch import RecursiveSketcher
@@ -26,6 +26,7 @@ __all__ = [
     "ActivationObject",
     "ActivationRecord",
     "NetworkRecoveryDictionaryLearner",
+    "OutOfStructureWarning",
     "RecordBatch",
     "RecursiveSketcher",
     "SketchAttributeRecoverer",

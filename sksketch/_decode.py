@@ -22,10 +22,37 @@ product per batch) while the unknowns are at most half the kept rows, and a
 group orthogonal matching pursuit, batched over sketches, beyond that.
 """
 
+from typing import NamedTuple
+
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ._paths import PathBlocks
 from ._unroll import ColumnLayout
+
+# A sketch that the learned blocks explain exactly still leaves a least-squares
+# residual of rounding size: about eps * sqrt(d') * cond relative to ||S||
+# (eps of the sketch's precision, d' kept coordinates, cond the condition
+# number of the unit-norm blocks solved over). Measured ratios stay below 0.2
+# (depth-3 and arbitrary-DAG records, float32 and float64, d' from 128 to
+# 4096, random erasure); NOISE_FACTOR leaves a margin of 500 above that.
+NOISE_FACTOR = 100.0
+
+
+class Decoded(NamedTuple):
+    """What a decoder returns for a batch of sketches.
+
+    ``z``: item coefficients (n, n_unknowns); ``sums``: per-path attribute
+    sums; ``residual``: ``||S - G z|| / ||S||`` per sketch over the kept
+    coordinates (None for the transpose decoder, which does not fit ``S``);
+    ``noise``: per sketch, the residual an exactly explained sketch can have
+    (see ``NOISE_FACTOR``).
+    """
+
+    z: np.ndarray
+    sums: np.ndarray
+    residual: np.ndarray | None = None
+    noise: np.ndarray | None = None
 
 
 class Structure:
@@ -167,12 +194,13 @@ class TransposeDecoder:
         self.readout = (np.concatenate(rows) if rows
                         else np.zeros((0, blocks.matrices.sketch_dim)))
 
-    def decode(self, sketches, kept):
+    def decode(self, sketches, kept, eps=None):
+        """Read every unknown; ``eps`` is unused (no residual to judge)."""
         d = self.readout.shape[1]
         # E[G_kept^T G_kept] = (d'/d) E[G^T G]: rescale what was kept.
         estimates = sketches @ self.readout[:, kept].T * (d / max(kept.size, 1))
         n_items = self.structure.n_unknowns
-        return estimates[:, :n_items], estimates[:, n_items:]
+        return Decoded(estimates[:, :n_items], estimates[:, n_items:])
 
 
 class LstsqDecoder:
@@ -206,9 +234,17 @@ class LstsqDecoder:
         factor = self._factors.get(key)
         if factor is None:
             limit = int(self.max_active * kept.size)
+            if limit < 1 and self.structure.n_unknowns:
+                # Not even one count fits in the budget: decoding would
+                # return zeros that look like an answer.
+                raise ValueError(
+                    f"{kept.size} kept coordinate(s) are too few to decode: "
+                    f"least squares solves for at most max_active * {kept.size} "
+                    f"= {limit} unknowns; keep at least "
+                    f"{int(np.ceil(1 / self.max_active))} coordinates")
             g, norms = _unit_columns(self.g_rows[:, kept].T)
             if self.structure.n_unknowns <= limit:
-                factor = ("pinv", np.linalg.pinv(g) / norms[:, None])
+                factor = ("pinv", *_pseudo_inverse(g, norms))
             else:
                 factor = ("omp", _GroupPursuit(g, norms, self.structure.layout.offsets,
                                                limit, self.tol))
@@ -217,10 +253,62 @@ class LstsqDecoder:
             self._factors[key] = factor
         return factor
 
-    def decode(self, sketches, kept):
-        kind, factor = self._factor(kept)
-        z = sketches @ factor.T if kind == "pinv" else factor.solve(sketches)
-        return z, self.structure.path_sum_from_slots(z)
+    def decode(self, sketches, kept, eps=None):
+        """Solve for the unknowns; judge residuals at precision ``eps``.
+
+        ``eps`` is the machine epsilon of the sketches' precision (the lower
+        of the sketcher's and the input's); None is float64's.
+        """
+        eps = np.finfo(np.float64).eps if eps is None else eps
+        kind, *factor = self._factor(kept)
+        if kind == "pinv":
+            pinv, cond = factor
+            z = sketches @ pinv.T
+            residual = sketches - z @ self.g_rows[:, kept]
+            # tol is the pursuit's stopping rule: not used here.
+            noise = np.full(sketches.shape[0], _noise_level(eps, kept.size, cond))
+        else:
+            z, residual, cond = factor[0].solve(sketches)
+            noise = np.maximum(self.tol, _noise_level(eps, kept.size, cond))
+        return Decoded(z, self.structure.path_sum_from_slots(z),
+                       _relative_norms(residual, sketches), noise)
+
+
+def _noise_level(eps, n_kept, cond):
+    """Largest relative residual of a sketch the blocks explain exactly."""
+    return NOISE_FACTOR * eps * np.sqrt(n_kept) * cond
+
+
+def _relative_norms(residual, sketches):
+    """``||r|| / ||S||`` per row; 0 for a zero sketch."""
+    norms = np.linalg.norm(sketches, axis=1)
+    return np.divide(np.linalg.norm(residual, axis=1), norms,
+                     out=np.zeros_like(norms), where=norms > 0)
+
+
+def _pseudo_inverse(g, norms):
+    """Pseudo-inverse of the unit-column ``g`` (undoing ``norms``) and its
+    condition number, from one SVD (numpy.linalg.pinv's cutoff)."""
+    u, s, vt = np.linalg.svd(g, full_matrices=False)
+    if not s.size or s[0] == 0:
+        return np.zeros((g.shape[1], g.shape[0])), 1.0
+    big = s > max(g.shape) * np.finfo(g.dtype).eps * s[0]
+    pinv = (vt[big].T / s[big]) @ u[:, big].T
+    return pinv / norms[:, None], float(s[0] / s[big][-1])
+
+
+def _span(g):
+    """Orthonormal basis of the column span of ``g``: at most its rank columns.
+
+    Singular values below the float64 rank tolerance of ``numpy.linalg.
+    matrix_rank`` count as zero, so a group with fewer kept rows than
+    columns, or with collinear columns, gets a basis of its true span.
+    """
+    if not g.size:
+        return g[:, :0]
+    u, s, _ = np.linalg.svd(g, full_matrices=False)
+    rank = int(np.sum(s > s[0] * max(g.shape) * np.finfo(g.dtype).eps))
+    return u[:, :rank]
 
 
 def _unit_columns(g):
@@ -244,17 +332,33 @@ class _GroupPursuit:
         self.widths = np.diff(offsets)
         self.max_active, self.tol = max_active, tol
         self.gram = g.T @ g
-        # Orthonormal basis of each group: the score of a group is the norm
-        # of the residual's projection on its span.
-        self.basis = np.concatenate(
-            [np.linalg.qr(g[:, lo:hi])[0] for lo, hi in zip(offsets[:-1], offsets[1:])],
-            axis=1)
+        # Orthonormal basis of each group's span, padded with zero columns to
+        # the group's width: the score of a group is the norm of the
+        # residual's projection on its span, and the groups' columns in
+        # ``basis`` stay at their offsets even when few kept rows (or
+        # collinear columns) leave a group a narrower span.
+        self.basis = np.zeros_like(g)
+        for lo, hi in zip(offsets[:-1], offsets[1:]):
+            span = _span(g[:, lo:hi])
+            self.basis[:, lo:lo + span.shape[1]] = span
+        # reduceat sums a group from its offset to the next one; a group of
+        # width 0 (a module without attributes) has no columns to sum (it
+        # would read its neighbour's), and can never explain a residual.
+        self.scored = np.flatnonzero(self.widths > 0)
 
     def solve(self, sketches, chunk=256):
+        """Coefficients, residuals and each sketch's support's condition number."""
         z = np.zeros((sketches.shape[0], self.g.shape[1]))
-        for lo in range(0, sketches.shape[0], chunk):
-            z[lo:lo + chunk] = self._solve(sketches[lo:lo + chunk])
-        return z / self.norms
+        residual = np.empty_like(sketches)
+        cond = np.ones(sketches.shape[0])
+        # Each step solves a stack of small systems (one LAPACK call each):
+        # BLAS threads only spin against each other there, and far worse when
+        # another process holds a core. One thread, as in scikit-learn's KMeans.
+        with threadpool_limits(limits=1, user_api="blas"):
+            for lo in range(0, sketches.shape[0], chunk):
+                part = slice(lo, lo + chunk)
+                z[part], residual[part], cond[part] = self._solve(sketches[part])
+        return z / self.norms, residual, cond
 
     def _solve(self, s):
         n, n_groups = s.shape[0], self.widths.size
@@ -266,8 +370,9 @@ class _GroupPursuit:
         target = self.tol * np.linalg.norm(s, axis=1)
         todo = np.flatnonzero(np.linalg.norm(residual, axis=1) > target)
         while todo.size:
-            scores = np.add.reduceat((residual[todo] @ self.basis) ** 2,
-                                     self.offsets[:-1], axis=1)
+            scores = np.full((todo.size, n_groups), -np.inf)
+            scores[:, self.scored] = np.add.reduceat(
+                (residual[todo] @ self.basis) ** 2, self.offsets[self.scored], axis=1)
             scores[support[todo]] = -np.inf
             scores[width[todo, None] + self.widths[None, :] > self.max_active] = -np.inf
             best = np.argmax(scores, axis=1)
@@ -281,10 +386,31 @@ class _GroupPursuit:
             residual[todo] = s[todo] - z[todo] @ self.g.T
             still = np.linalg.norm(residual[todo], axis=1) > target[todo]
             todo = todo[still]
-        return z
+        return z, residual, self._condition(support)
+
+    def _condition(self, support):
+        """Condition number of each row's chosen columns (1 for none)."""
+        cond = np.ones(support.shape[0])
+        rows = np.flatnonzero(support.any(axis=1))
+        if rows.size:
+            # The padding's identity adds eigenvalues 1, within the range of a
+            # Gram matrix of unit columns: the extremes are the support's.
+            eigenvalues = np.linalg.eigvalsh(self._normal_matrices(support[rows])[0])
+            cond[rows] = np.sqrt(eigenvalues[:, -1] / np.maximum(
+                eigenvalues[:, 0], np.finfo(float).tiny))
+        return cond
 
     def _least_squares(self, support, gts):
         """Solve each row's normal equations on its own columns, stacked."""
+        a, columns, mask, row_of, position = self._normal_matrices(support)
+        b = np.where(mask, np.take_along_axis(gts, columns, axis=1), 0.0)
+        x = np.linalg.solve(a, b[..., None])[..., 0]
+        z = np.zeros((support.shape[0], self.g.shape[1]))
+        z[row_of, columns[row_of, position]] = x[row_of, position]
+        return z
+
+    def _normal_matrices(self, support):
+        """Each row's Gram matrix of its columns, padded with the identity."""
         rows, groups = np.nonzero(support)
         widths = self.widths[groups]
         per_row = np.bincount(rows, weights=widths,
@@ -304,11 +430,7 @@ class _GroupPursuit:
         both = mask[:, :, None] & mask[:, None, :]
         a = np.where(both, a, 0.0)
         a[:, np.arange(w_max), np.arange(w_max)] += ~mask  # identity on padding
-        b = np.where(mask, np.take_along_axis(gts, columns, axis=1), 0.0)
-        x = np.linalg.solve(a, b[..., None])[..., 0]
-        z = np.zeros((support.shape[0], self.g.shape[1]))
-        z[row_of, columns[row_of, position]] = x[row_of, position]
-        return z
+        return a, columns, mask, row_of, position
 
 
 def make_decoder(method, structure, sketcher, *, max_active=0.5, tol=1e-10):

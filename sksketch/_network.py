@@ -22,6 +22,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
 from ._batch import as_batch
 from ._recover import _is_records, path_name
@@ -142,21 +143,39 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
             if batch.n_records != S.shape[0]:
                 raise ValueError(f"fit got {S.shape[0]} sketches but "
                                  f"{batch.n_records} records")
-            fitted = _fit_with_records(S, batch, self.layers, self.max_depth,
-                                       self.alpha)
+            # Block regression is many small products and least-squares
+            # solves: BLAS threads only spin against each other there, and
+            # when another process holds a core they slow it 30-60 fold.
+            with threadpool_limits(limits=1, user_api="blas"):
+                fitted = _fit_with_records(S, batch, self.layers, self.max_depth,
+                                           self.alpha)
         else:
             fitted = _fit_sketches_only(S, self.max_depth, self.alpha,
                                         self.n_subsample,
                                         check_random_state(self.random_state),
                                         self.n_jobs)
+        unsplit = fitted.pop("unsplit", [])
         for name, value in fitted.items():
             setattr(self, name, value)
+        if unsplit:
+            groups = "; ".join(f"{dim} dimensions, {n} sketches: {reason}"
+                               for dim, n, reason in unsplit)
+            warnings.warn(
+                f"Sketches-only recovery could not split {len(unsplit)} group(s) "
+                f"of sketches into path subspaces ({groups}). Each such group is "
+                f"learned as one block with no paths below it, so blocks_ and "
+                f"wiring_ are likely wrong there. Recovery from sketches alone "
+                f"needs records that each activate one root-to-leaf chain "
+                f"(several chains per record add up their subspaces); otherwise "
+                f"fit with the records, fit(S, records).", UserWarning,
+                stacklevel=3)
         if self.ambiguous_:
             pairs = "; ".join(f"{path_name(a)} / {path_name(b)}"
                               for a, b in self.ambiguous_)
             warnings.warn(f"The records cannot tell apart these candidate paths "
                           f"(collinear coefficients), so neither was chosen: "
-                          f"{pairs}. See ambiguous_.", UserWarning, stacklevel=2)
+                          f"{pairs}. See ambiguous_.", UserWarning,
+                          stacklevel=3)  # fit is wrapped by _fit_context
         return self
 
     def transform(self, X):
@@ -308,6 +327,10 @@ def _block_regression(S, columns, alpha):
     """
     norm = np.linalg.norm(S)
     bases = [_orthonormal(c, alpha) for c in columns]
+    # All candidates' bases side by side: each step scores every candidate
+    # with one product instead of one small product per candidate.
+    stacked = np.hstack(bases) if bases else np.zeros((S.shape[0], 0))
+    starts = np.cumsum([0] + [b.shape[1] for b in bases])[:-1]
     # Candidates whose coefficient spans coincide cannot be told apart.
     ambiguous = set()
     for a in range(len(columns)):
@@ -320,9 +343,15 @@ def _block_regression(S, columns, alpha):
     selected, residual, solution = [], S, None
     n_iter = 0
     while np.linalg.norm(residual) > alpha * norm:
-        scores = [-np.inf if i in selected or i in excluded or not bases[i].shape[1]
-                  else np.linalg.norm(bases[i].T @ residual) for i in range(len(bases))]
-        if not scores or max(scores) <= alpha * norm:
+        if not bases:
+            break
+        # ||B_i^T R||_F for every candidate i: row sums of squares, per block.
+        energy = np.sum((stacked.T @ residual) ** 2, axis=1)
+        scores = np.sqrt(np.add.reduceat(np.append(energy, 0.0), starts))
+        for i in range(len(bases)):
+            if i in selected or i in excluded or not bases[i].shape[1]:
+                scores[i] = -np.inf  # a zero-width basis: reduceat read its neighbour
+        if scores.max() <= alpha * norm:
             break
         selected.append(int(np.argmax(scores)))
         design = np.hstack([columns[i] for i in selected])
@@ -385,8 +414,8 @@ def _fit_sketches_only(S, max_depth, alpha, n_subsample, rng, n_jobs):
     nonzero = np.flatnonzero(norms > 0)
     if nonzero.size < 2:
         raise ValueError(f"need at least 2 non-zero sketches; got {nonzero.size}")
-    bases, residuals, n_iter = _chain_subspaces(S[nonzero], alpha, n_subsample, rng,
-                                                n_jobs)
+    bases, residuals, n_iter, unsplit = _chain_subspaces(S[nonzero], alpha,
+                                                         n_subsample, rng, n_jobs)
     nodes = _subspace_tree(bases, alpha, max_depth)
     component_rows, block_info, edges = [], [], set()
     start = 0
@@ -401,7 +430,7 @@ def _fit_sketches_only(S, max_depth, alpha, n_subsample, rng, n_jobs):
     error = np.sqrt(np.sum((residuals * norms[nonzero]) ** 2)) / np.linalg.norm(S)
     return {"components_": _stack(component_rows, S.shape[1]), "blocks_": block_info,
             "ambiguous_": [], **_wiring([n for n, _, _ in nodes], edges),
-            "n_iter_": n_iter, "error_": float(error)}
+            "n_iter_": n_iter, "error_": float(error), "unsplit": unsplit}
 
 
 # Largest number of quadratic monomials (dim (dim + 1) / 2) the vanishing
@@ -423,8 +452,10 @@ def _chain_subspaces(S, alpha, n_subsample, rng, n_jobs=None):
        no residual on its subspace belongs to it.
     3. All sketches go to their nearest subspace, refitted until stable.
 
-    Returns ``(bases, residuals, n_iter)``: orthonormal bases of shape
-    (d, dim) and each sketch's relative distance to its subspace.
+    Returns ``(bases, residuals, n_iter, unsplit)``: orthonormal bases of
+    shape (d, dim), each sketch's relative distance to its subspace, and
+    ``(dim, n_sketches, reason)`` for every group of more than one dimension
+    that no quadric could split (learned as one subspace).
     """
     n = S.shape[0]
     sample = np.sort(rng.choice(n, size=min(n, n_subsample), replace=False))
@@ -443,8 +474,11 @@ def _chain_subspaces(S, alpha, n_subsample, rng, n_jobs=None):
                                   seed)
         for g, (group_span, seed) in enumerate(zip(group_spans, seeds)))
     bases = [span @ group_span @ basis
-             for group_span, local_bases in zip(group_spans, found)
+             for group_span, (local_bases, _) in zip(group_spans, found)
              for basis in local_bases]
+    unsplit = [(group_span.shape[1], int(np.sum(membership == g)), reason)
+               for g, (group_span, (_, reason)) in enumerate(zip(group_spans, found))
+               if reason is not None]
     # K-subspaces refinement on every sketch.
     labels, n_iter = None, 0
     while n_iter < 10:
@@ -463,13 +497,17 @@ def _chain_subspaces(S, alpha, n_subsample, rng, n_jobs=None):
         members = S[labels == c]
         distances[labels == c] = np.linalg.norm(
             members - (members @ basis) @ basis.T, axis=1)
-    return bases, distances / np.linalg.norm(S, axis=1), n_iter
+    return bases, distances / np.linalg.norm(S, axis=1), n_iter, unsplit
 
 
 def _group_subspaces(local, alpha, seed):
-    """Peel one group's subspaces: a random sketch's, then its inliers' out."""
+    """Peel one group's subspaces: a random sketch's, then its inliers' out.
+
+    Returns ``(bases, reason)``: ``reason`` says why no quadric vanishes on
+    a group of more than one dimension (then it is one subspace), else None.
+    """
     rng = np.random.RandomState(seed)
-    quadrics = _vanishing_quadrics(local, alpha, rng)
+    quadrics, reason = _vanishing_quadrics(local, alpha, rng)
     bases = []
     unassigned = np.arange(local.shape[0])
     while unassigned.size:
@@ -479,7 +517,7 @@ def _group_subspaces(local, alpha, seed):
         inside |= np.all(local[unassigned] == seed_point, axis=1)
         unassigned = unassigned[~inside]
         bases.append(basis)
-    return bases
+    return bases, reason
 
 
 def _independent_groups(points, alpha):
@@ -497,12 +535,16 @@ def _vanishing_quadrics(points, alpha, rng):
     The quadrics that vanish on the points vanish on their subspaces only
     once the points fill the subspaces' quadratic images: when there are more
     points than the rank of their Veronese embedding. Otherwise none is
-    returned.
+    returned. Returns ``(quadrics, reason)``: why none was found for points
+    of two or more dimensions, else None.
     """
     dim = points.shape[1]
     n_monomials = dim * (dim + 1) // 2
-    if dim < 2 or n_monomials > _MAX_MONOMIALS:
-        return []
+    if dim < 2:
+        return [], None
+    if n_monomials > _MAX_MONOMIALS:
+        return [], (f"too wide for quadrics over its {n_monomials} monomials "
+                    f"(at most {_MAX_MONOMIALS})")
     take = min(points.shape[0], 4 * n_monomials)
     sample = points[rng.choice(points.shape[0], take, replace=False)]
     sample = sample / np.linalg.norm(sample, axis=1, keepdims=True)
@@ -512,11 +554,16 @@ def _vanishing_quadrics(points, alpha, rng):
     vanishing = eigenvalues <= alpha**2 * eigenvalues[-1]
     rank = n_monomials - int(vanishing.sum())
     if take < rank + max(10, rank // 10):  # every point independent: spurious
-        return []
+        return [], (f"too few sketches for its quadrics ({take} for "
+                    f"{n_monomials} quadratic monomials)")
+    if not vanishing.any():
+        return [], ("the sketches fill its span: no union of smaller subspaces "
+                    "(records activating several chains, or paths that always "
+                    "fire together)")
     null = eigenvectors[:, vanishing]
     quadrics = np.zeros((null.shape[1], dim, dim))
     quadrics[:, upper[0], upper[1]] = null.T
-    return 0.5 * (quadrics + quadrics.transpose(0, 2, 1))
+    return 0.5 * (quadrics + quadrics.transpose(0, 2, 1)), None
 
 
 def _subspace_at(point, quadrics, alpha):

@@ -1,5 +1,6 @@
 """SketchAttributeRecoverer: attributes, counts and module trees from sketches."""
 
+import warnings
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 
@@ -14,6 +15,19 @@ from ._decode import Structure, kept_coordinates, make_decoder
 from ._records import ActivationRecord, canonical_slot
 from ._sketch import RecursiveSketcher
 from ._unroll import ColumnLayout, unroll
+
+
+class OutOfStructureWarning(UserWarning):
+    """Sketches that the structure learned at ``fit`` does not explain.
+
+    Issued by :class:`SketchAttributeRecoverer` (``method="lstsq"``) when a
+    sketch's least-squares residual exceeds numerical noise: it holds module
+    paths or slots not seen in ``fit``, comes from another sketcher, was
+    altered, or uses more unknowns than ``max_active`` times the kept
+    coordinates (what the matching pursuit can solve for). Its
+    decoded values are then unreliable; ``residual_norm`` measures how far
+    each sketch is.
+    """
 
 
 def _is_records(X):
@@ -82,6 +96,17 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
 
     Notes
     -----
+    With ``method="lstsq"``, every decoding method warns
+    (:class:`OutOfStructureWarning`) about sketches that the learned paths
+    and slots do not explain: those whose relative least-squares residual
+    (:meth:`residual_norm`) exceeds ``100 * eps * sqrt(d') * cond``, with
+    ``eps`` the machine epsilon of the sketches (the lower precision of the
+    sketcher's and the input's), ``d'`` the kept coordinates and ``cond``
+    the condition number of the unit-norm blocks solved over (all blocks for
+    the pseudo-inverse; each sketch's chosen blocks for the matching
+    pursuit, whose threshold is also at least ``tol``). A sketch made from
+    the learned structure stays a factor of about 500 below it.
+
     A sketch is linear in, for every module path ``P``, the weighted count
     ``c_P`` of its objects, and for every slot ``s`` their weighted attribute
     sum ``u_{P,s}``. ``transform`` reports ``c_P`` and ``sum_s u_{P,s} / c_P``.
@@ -155,26 +180,76 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
         self.slots_ = {path: list(slots)
                        for path, slots in self._structure.slots_of.items()}
         self.n_features_in_ = self.sketcher_._matrices().sketch_dim
-        self.__dict__.pop("_decoder_cache", None)
+        for cache in _DECODER_CACHES.values():
+            self.__dict__.pop(cache, None)
         return self
 
-    def _decoder(self):
-        decoder = getattr(self, "_decoder_cache", None)
+    def _decoder(self, method=None):
+        """The decoder of ``method`` (default ``self.method``), built once."""
+        method = self.method if method is None else method
+        decoder = getattr(self, _DECODER_CACHES[method], None)
         if decoder is None:
-            decoder = self._decoder_cache = make_decoder(
-                self.method, self._structure, self.sketcher_,
-                max_active=self.max_active, tol=self.tol)
+            decoder = make_decoder(method, self._structure, self.sketcher_,
+                                   max_active=self.max_active, tol=self.tol)
+            setattr(self, _DECODER_CACHES[method], decoder)
         return decoder
 
-    def _decode(self, S, kept):
-        """Validate sketches; return (item coefficients, path sums, dtype)."""
+    def _check_sketches(self, S, kept):
+        """Validated float64 sketches, kept coordinates, input dtype and eps."""
         check_is_fitted(self)
         if _is_records(S):
             S = self.sketcher_.transform(S)
         S = check_array(S, dtype=[np.float64, np.float32], input_name="S")
         kept = kept_coordinates(self.n_features_in_, S.shape[1], kept)
-        z, sums = self._decoder().decode(S.astype(np.float64, copy=False), kept)
-        return z, sums, S.dtype
+        # A float32 sketcher's sketches are float32 numbers even as float64.
+        eps = max(np.finfo(S.dtype).eps, np.finfo(self.sketcher_._dtype).eps)
+        return S.astype(np.float64, copy=False), kept, S.dtype, eps
+
+    def _decode(self, S, kept, stacklevel=3):
+        """Validate sketches; return (item coefficients, path sums, dtype).
+
+        ``stacklevel`` points the warning at the caller of the public method.
+        """
+        S, kept, dtype, eps = self._check_sketches(S, kept)
+        decoded = self._decoder().decode(S, kept, eps)
+        if decoded.residual is not None:
+            outside = decoded.residual > decoded.noise
+            if outside.any():
+                warnings.warn(
+                    f"{outside.sum()} of {outside.size} sketches are not explained "
+                    f"by the paths and slots learned in fit: their least-squares "
+                    f"residual reaches {decoded.residual[outside].max():.2g} of "
+                    f"||S||, above the noise level "
+                    f"{decoded.noise[outside].min():.2g}. They hold paths or "
+                    f"slots not seen in fit, come from another sketcher or were "
+                    f"altered, or use more unknowns than max_active times the "
+                    f"{kept.size} kept coordinates: their decoded values are "
+                    f"unreliable. See residual_norm.",
+                    OutOfStructureWarning, stacklevel=stacklevel)
+        return decoded.z, decoded.sums, dtype
+
+    def residual_norm(self, X, kept=None):
+        """How far each sketch is from what the learned structure explains.
+
+        The least-squares residual ``||S - G z|| / ||S||`` over the kept
+        coordinates, ``G`` the stacked blocks of the learned paths and slots
+        and ``z`` the ``method="lstsq"`` solution (whatever ``method`` is):
+        rounding size (see Notes of the class) for a sketch of records like
+        those of ``fit``, of order 1 for a sketch of unseen paths or slots.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_sketches, n_kept), or records
+        kept : array-like of int or bool, default=None
+            Which coordinates the columns of ``X`` are; default a prefix.
+
+        Returns
+        -------
+        residual : ndarray of shape (n_sketches,)
+            Relative residual norms; 0 for a zero sketch.
+        """
+        S, kept, _, eps = self._check_sketches(X, kept)
+        return self._decoder("lstsq").decode(S, kept, eps).residual
 
     def transform(self, X, kept=None):
         """Counts and mean attributes of every learned path.
@@ -193,7 +268,8 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
             Per path, in ``paths_`` order: the count, then the mean attributes
             (named by :meth:`get_feature_names_out`).
         """
-        z, sums, dtype = self._decode(X, kept)
+        # transform is wrapped by scikit-learn's set_output: one frame more.
+        z, sums, dtype = self._decode(X, kept, stacklevel=4)
         structure = self._structure
         counts = z[:, structure.presence_columns]
         columns = []
@@ -338,7 +414,8 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
 
     def __getstate__(self):
         state = super().__getstate__()
-        state.pop("_decoder_cache", None)
+        for cache in _DECODER_CACHES.values():
+            state.pop(cache, None)
         return state
 
     def __sklearn_tags__(self):
@@ -348,6 +425,11 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
         tags.input_tags.dict = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+# Factorized decoders, rebuilt after fit and unpickling.
+_DECODER_CACHES = {"lstsq": "_lstsq_decoder_cache",
+                   "transpose": "_transpose_decoder_cache"}
 
 
 # Most (object, module path) pairs one record may unroll into for decoding:

@@ -293,3 +293,89 @@ def _tree_paths(tree, prefix=()):
         paths[prefix + (module,)] = node["count"]
         paths.update(_tree_paths(node["children"], prefix + (module,)))
     return paths
+
+
+def _flag_and_cat_records():
+    """Records of a dim-0 module ("flag") and a dim-4 one ("cat").
+
+    The last group of the layout is a slot of ``cat/flag``: zero columns.
+    """
+    rng = np.random.default_rng(0)
+    records = [ActivationRecord([{"id": 0, "module": "flag", "attributes": [],
+                                  "weight": 1.5}])]
+    for _ in range(10):
+        records.append(ActivationRecord([
+            {"id": 0, "module": "cat", "attributes": rng.standard_normal(4).tolist(),
+             "inputs": [1, 2], "weight": float(rng.uniform(0.5, 2))},
+            {"id": 1, "module": "flag", "attributes": [], "slot": 0},
+            {"id": 2, "module": "flag", "attributes": [], "slot": 1}]))
+    return records
+
+
+def test_group_pursuit_skips_groups_without_columns():
+    # A group of width 0 has no columns to score: reduceat would read the
+    # next group's first column, or index past the end for the last group.
+    records = _flag_and_cat_records()
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(64, random_state=0)).fit(records)
+    layout = recoverer._structure.layout
+    assert layout.offsets[-2] == layout.offsets[-1]  # last group: zero columns
+    sketches = recoverer.sketcher_.transform(records)
+    kept = 2 * recoverer._structure.n_unknowns - 2  # forces the pursuit
+    counts = recoverer.transform(sketches[:, :kept])
+    np.testing.assert_allclose(counts, recoverer.transform(sketches), atol=1e-8)
+
+
+@pytest.mark.parametrize("n_kept", [3, 2])
+def test_decoding_keeps_groups_aligned_with_fewer_rows_than_columns(n_kept):
+    # With 3 kept rows a 4-column group spans 3 dimensions: its basis must
+    # stay at its own offset. The budget (1 unknown) allows only counts, and
+    # the "flag"-only sketch is one count: found exactly.
+    records = _flag_and_cat_records()
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(64, random_state=0)).fit(records)
+    sketches = recoverer.sketcher_.transform(records)
+    names = list(recoverer.get_feature_names_out())
+    features = recoverer.transform(sketches[:1, :n_kept])
+    expected = np.zeros(len(names))
+    expected[names.index("flag:count")] = 1.5
+    np.testing.assert_allclose(features[0], expected, atol=1e-8)
+
+
+def test_too_erased_to_decode_anything_is_a_clear_error():
+    records = _flag_and_cat_records()
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(64, random_state=0)).fit(records)
+    sketches = recoverer.sketcher_.transform(records)
+    erased, kept = erase(sketches, 1e-9)
+    assert kept.size == 1
+    with pytest.raises(ValueError, match="too few to decode.*keep at least 2"):
+        recoverer.transform(erased, kept=kept)
+    # The transpose decoder reads any number of coordinates.
+    transpose = SketchAttributeRecoverer(recoverer.sketcher_, method="transpose")
+    assert transpose.fit(records).transform(erased, kept=kept).shape == (
+        len(records), len(recoverer.get_feature_names_out()))
+
+
+def test_group_pursuit_runs_blas_on_one_thread(monkeypatch):
+    # A stack of small solves per step: one BLAS thread (see test_network).
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from sksketch._decode import _GroupPursuit
+
+    seen = []
+    solve = _GroupPursuit._solve
+
+    def spy(self, sketches):
+        seen.append({p["num_threads"] for p in threadpool_info()
+                     if p["user_api"] == "blas"})
+        return solve(self, sketches)
+
+    monkeypatch.setattr(_GroupPursuit, "_solve", spy)
+    records = _flag_and_cat_records()
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(64, random_state=0)).fit(records)
+    sketches = recoverer.sketcher_.transform(records)
+    with threadpool_limits(limits=2, user_api="blas"):
+        recoverer.transform(sketches[:, :8])  # 7 unknowns > 8 / 2: the pursuit
+    assert seen == [{1}]

@@ -1,5 +1,7 @@
 """NetworkRecoveryDictionaryLearner: blocks and wiring, with and without records."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -163,3 +165,64 @@ def test_n_jobs_does_not_change_the_result():
     two = NetworkRecoveryDictionaryLearner(random_state=0, n_jobs=2).fit(sketches)
     np.testing.assert_array_equal(one.components_, two.components_)
     np.testing.assert_array_equal(one.wiring_, two.wiring_)
+
+
+@pytest.mark.parametrize("n_chains", [1, 2])
+def test_sketches_only_warns_when_it_cannot_split_the_sketches(n_chains):
+    # Two chains per record: each sketch lies in the sum of two chains'
+    # subspaces, and those sums fill their group's 78-dimensional span, too
+    # wide for the quadrics that split it (at most 65 dimensions): learned as
+    # one block, F1 0. One chain per record splits and warns of nothing.
+    records, _ = make_activation_records(
+        2000, n_modules=8, depth=3, n_roots=n_chains, n_children=1,
+        branching="one", shared_fraction=0.0, weights="random", class_sep=0.0,
+        noise=1.0, n_classes=5, random_state=1)
+    sketcher = RecursiveSketcher(256, random_state=0).fit(records)
+    learner = NetworkRecoveryDictionaryLearner(random_state=0)
+    paths, _ = _true_paths(records)
+    if n_chains == 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            learner.fit(sketcher.transform(records))
+        assert score_network_recovery(learner, sketcher, paths)["f1"] == 1.0
+        return
+    with pytest.warns(UserWarning, match=r"could not split 1 group.*78 dimensions.*"
+                                         r"too wide.*one root-to-leaf chain.*"
+                                         r"fit\(S, records\)"):
+        learner.fit(sketcher.transform(records))
+    assert score_network_recovery(learner, sketcher, paths)["f1"] == 0.0
+
+
+def test_sketches_only_warns_with_too_few_sketches():
+    records, _ = make_activation_records(
+        300, n_modules=8, depth=3, n_roots=1, n_children=1, branching="one",
+        shared_fraction=0.0, weights="random", class_sep=0.0, noise=1.0,
+        n_classes=5, random_state=1)
+    sketches = RecursiveSketcher(256, random_state=0).fit_transform(records)
+    with pytest.warns(UserWarning, match="too few sketches for its quadrics"):
+        NetworkRecoveryDictionaryLearner(random_state=0).fit(sketches)
+
+
+def test_block_regression_runs_blas_on_one_thread(monkeypatch):
+    # Many small products: BLAS threads spin against each other, 30-60 times
+    # slower when another process holds a core. Not timed: the regression's
+    # BLAS thread count is checked while it runs.
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from sksketch import _network
+
+    seen = []
+    regression = _network._block_regression
+
+    def spy(*args):
+        seen.append({p["num_threads"] for p in threadpool_info()
+                     if p["user_api"] == "blas"})
+        return regression(*args)
+
+    monkeypatch.setattr(_network, "_block_regression", spy)
+    records, _ = make_activation_records(200, n_modules=6, weights="random",
+                                         random_state=0)
+    sketches = RecursiveSketcher(64, random_state=0).fit_transform(records)
+    with threadpool_limits(limits=2, user_api="blas"):
+        NetworkRecoveryDictionaryLearner().fit(sketches, records)
+    assert seen == [{1}]

@@ -1,6 +1,7 @@
 """SketchAttributeRecoverer as a scikit-learn transformer over sketches."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from sksketch import (
+    ActivationRecord,
+    OutOfStructureWarning,
     RecursiveSketcher,
     SketchAttributeRecoverer,
     make_activation_records,
@@ -141,3 +144,83 @@ def test_records_whose_paths_explode_are_refused_with_the_arithmetic():
     recoverer = SketchAttributeRecoverer(RecursiveSketcher(128, random_state=0),
                                          max_depth=3).fit(batch)
     assert len(recoverer.paths_) == 14
+
+
+def _leaf_record(slot):
+    return ActivationRecord([
+        {"id": 0, "module": "root", "attributes": [0.5, -1.0], "inputs": [1]},
+        {"id": 1, "module": "leaf", "attributes": [1.0, 2.0, 3.0], "slot": slot}])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_slot_not_seen_in_fit_is_flagged(dtype):
+    # Fit on a leaf in slot 0; the same DAG with the leaf in slot 5 puts
+    # H_{leaf,5} u in the sketch, a direction no learned block has: its
+    # residual is of order 1, while a sketch of the learned slot leaves only
+    # rounding (100 eps sqrt(d) cond: 4e-13 in float64, 2e-4 in float32).
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(64, dtype=dtype, random_state=0)).fit([_leaf_record(0)])
+    seen, unseen = recoverer.sketcher_.transform([_leaf_record(0), _leaf_record(5)])
+    eps = np.finfo(dtype).eps
+    residual = recoverer.residual_norm(np.vstack([seen, unseen]))
+    assert residual.shape == (2,)
+    assert residual[0] <= eps * np.sqrt(64) and residual[1] > 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        recoverer.transform(seen[None])  # explained: silent
+        recoverer.transform(seen[None].astype(np.float64))  # float32 numbers
+    with pytest.warns(OutOfStructureWarning,
+                      match=r"1 of 2 sketches are not explained.*residual_norm"):
+        recoverer.transform(np.vstack([seen, unseen]))
+    for method, args in (("recover", ([("root", 0), ("leaf", 0)],)),
+                         ("statistics", ("leaf",))):
+        with pytest.warns(OutOfStructureWarning):
+            getattr(recoverer, method)(unseen[None], *args)
+    with pytest.warns(OutOfStructureWarning):
+        recoverer.unroll(unseen)
+
+
+def test_residual_norm_in_the_pursuit_regime_and_for_transpose():
+    # More unknowns than d/2: the pursuit's residual judges the sketch.
+    records, _ = make_activation_records(60, n_modules=9, depth=3, fan_in=3,
+                                         n_roots=1, n_children=1, branching="one",
+                                         weights="random", random_state=0)
+    sketcher = RecursiveSketcher(128, random_state=0).fit(records)
+    recoverer = SketchAttributeRecoverer(sketcher).fit(records[:30])
+    assert recoverer._structure.n_unknowns > 64
+    sketches = sketcher.transform(records)
+    residual = recoverer.residual_norm(sketches)
+    seen = {p for p in recoverer.paths_}
+    explained = np.array([set(_paths_of(r)) <= seen for r in records])
+    assert explained[:30].all() and not explained.all()
+    assert np.all(residual[explained] <= recoverer.tol)
+    assert np.all(residual[~explained] > 0.01)
+    with pytest.warns(OutOfStructureWarning,
+                      match=f"{(~explained).sum()} of 60 sketches"):
+        recoverer.transform(sketches)
+    # The transpose decoder has no residual to judge; residual_norm still
+    # answers with least squares.
+    transpose = SketchAttributeRecoverer(sketcher, method="transpose").fit(
+        records[:30])
+    np.testing.assert_array_equal(transpose.residual_norm(sketches), residual)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        transpose.transform(sketches)
+
+
+def _paths_of(record):
+    """Module paths from the roots of a tree record."""
+    children = {o.id: o.inputs for o in record.objects}
+    module = dict(zip(record.ids, record.modules))
+    stack = [((module[i],), i) for i in record.roots]
+    while stack:
+        path, i = stack.pop()
+        yield path
+        stack += [(path + (module[c],), c) for c in children[i]]
+
+
+def test_residual_norm_of_a_zero_sketch_is_zero(fitted):
+    recoverer, _, _, sketches = fitted
+    assert recoverer.residual_norm(np.zeros((1, 256)))[0] == 0
+    with pytest.raises(NotFittedError):
+        SketchAttributeRecoverer().residual_norm(sketches)
