@@ -25,9 +25,9 @@ group orthogonal matching pursuit, batched over sketches, beyond that.
 from typing import NamedTuple
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ._paths import PathBlocks
+from ._threads import one_blas_thread
 from ._unroll import ColumnLayout
 
 # A sketch that the learned blocks explain exactly still leaves a least-squares
@@ -354,7 +354,7 @@ class _GroupPursuit:
         # Each step solves a stack of small systems (one LAPACK call each):
         # BLAS threads only spin against each other there, and far worse when
         # another process holds a core. One thread, as in scikit-learn's KMeans.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with one_blas_thread():
             for lo in range(0, sketches.shape[0], chunk):
                 part = slice(lo, lo + chunk)
                 z[part], residual[part], cond[part] = self._solve(sketches[part])

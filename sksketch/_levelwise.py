@@ -16,7 +16,7 @@ import numpy as np
 from scipy.sparse import csr_array
 
 from ._dag import children_csr, expand, topological_levels
-from ._threads import SMALL_PRODUCT_FLOPS, blas_threads_for
+from ._threads import SMALL_PRODUCT_FLOPS, blas_threads_for, one_blas_thread
 
 # Objects whose d-vectors the engine holds at once (records are taken in
 # chunks of about this many objects; a larger record is taken whole).
@@ -97,7 +97,7 @@ def _sketch_chunk(batch, matrices, dtype):
     # narrow records: thousands of runs of a few objects).
     largest = int((module_stops - module_starts).max(initial=0))
     per_run = 2 * largest * d * d >= SMALL_PRODUCT_FLOPS
-    with nullcontext() if per_run else blas_threads_for(0):
+    with nullcontext() if per_run else one_blas_thread():
         for lo, hi, a, b in zip(module_starts.tolist(), module_stops.tolist(),
                                 first_slot.tolist(), last_slot.tolist()):
             members = objects[lo:hi]

@@ -22,10 +22,10 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import threadpool_limits
 
 from ._batch import as_batch
 from ._recover import _is_records, path_name
+from ._threads import one_blas_thread
 
 
 class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
@@ -146,7 +146,7 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
             # Block regression is many small products and least-squares
             # solves: BLAS threads only spin against each other there, and
             # when another process holds a core they slow it 30-60 fold.
-            with threadpool_limits(limits=1, user_api="blas"):
+            with one_blas_thread():
                 fitted = _fit_with_records(S, batch, self.layers, self.max_depth,
                                            self.alpha)
         else:

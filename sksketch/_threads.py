@@ -23,11 +23,16 @@ def _controller():
     return ThreadpoolController()
 
 
-def blas_threads_for(flops):
-    """A context running BLAS on one thread when ``flops`` is small.
+def one_blas_thread():
+    """A context running BLAS on one thread, around loops of small products.
 
     Entering it costs a few microseconds (the controller is built once).
     """
+    return _controller().limit(limits=1, user_api="blas")
+
+
+def blas_threads_for(flops):
+    """One BLAS thread when a product of ``flops`` is small, else all of them."""
     if flops >= SMALL_PRODUCT_FLOPS:
         return nullcontext()
-    return _controller().limit(limits=1, user_api="blas")
+    return one_blas_thread()
