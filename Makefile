@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml
 
 .PHONY: demo test lint bench
 demo: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[torch,docs]"
 	$(BIN)/python examples/demo.py
 
 lint: $(VENV)/.installed

@@ -47,6 +47,7 @@ class RecordBatch:
     slot : sequence of length n_objects, default=None
         Object slots (int, str or tuple); default: the ordinal among the
         same-module inputs of the first consumer (see the user guide, Records).
+        A 1-D integer ndarray is taken in one vectorized pass.
     edges : array-like of int of shape (n_edges, 2), default=None
         ``(parent, child)`` pairs: ``parent`` consumed ``child``.
     roots : array-like of int, default=None
@@ -199,6 +200,14 @@ class RecordBatch:
         if slot is None:
             slot = default_slot_ordinals(n_objects, self._module_codes, parent,
                                          child, group=record)
+            slot_keys, slot_codes = np.unique(slot, return_inverse=True)
+            slot_keys = tuple(slot_keys.tolist())
+        elif (isinstance(slot, np.ndarray) and slot.dtype.kind in "iu"
+              and slot.ndim == 1):
+            # Integer slots (a recorder's flat positions) are canonical
+            # already: one vectorized pass instead of a check per object.
+            if slot.size != n_objects:
+                raise ValueError(f"RecordBatch: 'slot' must have length {n_objects}")
             slot_keys, slot_codes = np.unique(slot, return_inverse=True)
             slot_keys = tuple(slot_keys.tolist())
         else:

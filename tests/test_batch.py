@@ -160,3 +160,27 @@ def test_take_refuses_float_indices_and_masks_of_another_length(dag_records):
     assert len(batch.take([])) == 0
     assert batch.take(np.array([True, False, True, False])).to_records() == [
         dag_records[0], dag_records[2]]
+
+
+def test_integer_slot_array_matches_slot_list():
+    # A recorder passes flat positions as an int array: the vectorized path
+    # must give the same slots, hence the same sketches, as a list of ints.
+    rng = np.random.default_rng(0)
+    slots = rng.integers(0, 5, size=6)
+    arrays = dict(module=["a", "a", "b", "b", "b", "c"], record=[0, 0, 0, 1, 1, 1],
+                  attributes={"a": rng.standard_normal((2, 2)),
+                              "b": rng.standard_normal((3, 1)),
+                              "c": rng.standard_normal((1, 3))},
+                  edges=[[0, 2], [5, 3], [5, 4]])
+    from_array = RecordBatch(slot=slots, **arrays)
+    from_list = RecordBatch(slot=slots.tolist(), **arrays)
+    assert [r.slots for r in from_array.to_records()] == [
+        r.slots for r in from_list.to_records()]
+    assert all(type(k) is int for k in from_array._slot_keys)
+    sketcher = RecursiveSketcher(16, random_state=0).fit(from_list)
+    # Slot codes may be numbered in another order: the same sums, up to the
+    # last bits of their order.
+    np.testing.assert_allclose(sketcher.transform(from_array),
+                               sketcher.transform(from_list), rtol=1e-12)
+    with pytest.raises(ValueError, match="'slot' must have length 6"):
+        RecordBatch(slot=slots[:3], **arrays)

@@ -1,0 +1,105 @@
+"""Recording and sketching a CNN's activations against its own forward time.
+
+The target (issue "sksketch.torch"): recording plus sketching 10,000 digits
+images through a 3-layer CNN takes under 2x the network's forward time on the
+same batches. For the demo's CNN (examples/demo.py, untrained: timing does
+not depend on the weights) and 10,000 images (scikit-learn's digits, tiled
+with a little noise), it times, best of ``--repeat`` after a warm-up:
+
+- ``forward``: the model alone on every batch, under ``torch.no_grad()``;
+- ``record``: ``ActivationRecorder.record`` on every batch (the forward pass
+  with hooks, plus building the RecordBatch);
+- ``sketch``: ``RecursiveSketcher.transform`` of every batch, at each ``d``
+  (fitted once before timing).
+
+Prints a table and writes ``benchmarks/results/bench_torch.json``.
+Run: ``python benchmarks/bench_torch.py [--n-images 10000] [--repeat 3]``
+"""
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+
+from sksketch import RecursiveSketcher
+from sksketch.torch import ActivationRecorder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from demo import LAYERS, TOP_K, make_cnn  # noqa: E402
+
+
+def best_time(function, repeat):
+    function()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n-images", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--dims", type=int, nargs="+", default=[32, 64, 256])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    images = load_digits().images / 16.0
+    X = images[rng.integers(len(images), size=args.n_images)]
+    X = (X + 0.05 * rng.standard_normal(X.shape)).astype(np.float32)[:, None]
+    batches = torch.tensor(X).split(args.batch_size)
+    model = make_cnn(torch).eval()
+    recorder = ActivationRecorder(model, LAYERS, top_k=TOP_K)
+
+    def forward():
+        with torch.no_grad():
+            for b in batches:
+                model(b)
+
+    def record():
+        return [recorder.record(b) for b in batches]
+
+    t_forward = best_time(forward, args.repeat)
+    t_record = best_time(record, args.repeat)
+    records = record()
+    rows = []
+    for d in args.dims:
+        sketcher = RecursiveSketcher(d, random_state=0).fit(records[0])
+        t_sketch = best_time(lambda s=sketcher: [s.transform(r) for r in records],
+                             args.repeat)
+        total = t_record + t_sketch
+        rows.append({"sketch_dim": d, "forward_s": t_forward, "record_s": t_record,
+                     "sketch_s": t_sketch, "record_plus_sketch_s": total,
+                     "ratio_to_forward": total / t_forward})
+    n_objects = sum(r.n_objects for r in records)
+    print(f"{args.n_images} images, batches of {args.batch_size}, "
+          f"{n_objects / args.n_images:.0f} objects per image, "
+          f"{args.threads} torch thread(s)")
+    print(f"{'d':>5} {'forward s':>10} {'record s':>9} {'sketch s':>9} "
+          f"{'rec+sk s':>9} {'/forward':>9}")
+    for r in rows:
+        print(f"{r['sketch_dim']:>5} {r['forward_s']:>10.3f} {r['record_s']:>9.3f} "
+              f"{r['sketch_s']:>9.3f} {r['record_plus_sketch_s']:>9.3f} "
+              f"{r['ratio_to_forward']:>8.1f}x")
+    out = Path(__file__).resolve().parent / "results" / "bench_torch.json"
+    out.write_text(json.dumps({
+        "n_images": args.n_images, "batch_size": args.batch_size,
+        "objects_per_image": n_objects / args.n_images, "threads": args.threads,
+        "torch": torch.__version__, "machine": platform.machine(),
+        "python": platform.python_version(), "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
