@@ -64,6 +64,26 @@ def _sketch_batch(batch, matrices, dtype, engine="auto"):
     return sketches
 
 
+def _check_finite(sketches, batch):
+    """Refuse sketches that overflowed, naming the first such record."""
+    bad = np.flatnonzero(~np.isfinite(sketches).all(axis=1))
+    if bad.size:
+        record = int(bad[0])
+        members = np.flatnonzero(batch._record == record)
+        codes = batch._module_codes[members]
+        largest = float(np.abs(batch._weight[members]).max(initial=0))
+        for code in np.unique(codes).tolist():
+            rows = batch._rows[members[codes == code]]
+            largest = max(largest, float(np.abs(batch._attributes[code][rows])
+                                         .max(initial=0)))
+        raise ValueError(
+            f"record {record}: its sketch is not finite ({bad.size} of "
+            f"{sketches.shape[0]} records overflowed {sketches.dtype}): the "
+            f"products of weights and attributes along its paths exceed the "
+            f"floating range (its largest weight or attribute is "
+            f"{largest:.3g}); rescale the weights or attributes")
+
+
 def _check_memory(matrices, dtype, cache_size):
     """Refuse a sketch_dim whose per-module matrices cannot be held at once."""
     n_square = 2 if matrices.wrapper != "none" else 1
@@ -330,12 +350,24 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         -------
         S : ndarray of shape (n_records, sketch_dim)
             One sketch per record.
+
+        Raises
+        ------
+        ValueError
+            When a record's sketch is not finite: finite attributes and
+            weights can still overflow the dtype once multiplied along a
+            path (weights of 1e200 on a chain of three objects), and a
+            sketch of inf or NaN would decode into meaningless numbers.
         """
         check_is_fitted(self)
         batch = as_batch(X, dtype=self._dtype)
         self._check_modules(batch, allow_new=False)
-        return _sketch_batch(batch, self._matrices(), self._dtype,
-                             self.engine)
+        # Overflow is reported below, per record, rather than as a warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            sketches = _sketch_batch(batch, self._matrices(), self._dtype,
+                                     self.engine)
+        _check_finite(sketches, batch)
+        return sketches
 
     def fit_transform(self, X, y=None):
         """Fit to the records, then sketch them (converting them only once)."""

@@ -296,3 +296,22 @@ def test_sparse_sign_fits_a_large_sketch_dim(dag_records):
                                  random_state=0).fit(dag_records[:3])
     sketches = sketcher.transform(dag_records[:3])
     assert sketches.shape == (3, 2**16) and np.isfinite(sketches).all()
+
+
+@pytest.mark.parametrize("engine", ["unrolled", "levelwise"])
+def test_overflowing_sketch_is_refused_naming_the_record(engine):
+    # Finite inputs whose products overflow: 1e200^3 along a chain, and 20
+    # leaves of 1e308 summed under one root.
+    ok = {"objects": [{"id": 0, "module": "a", "attributes": [1.0]}]}
+    chain = {"objects": [
+        {"id": i, "module": "a", "attributes": [1.0], "weight": 1e200,
+         "inputs": [i + 1] if i < 2 else []} for i in range(3)]}
+    wide = {"objects": [{"id": 0, "module": "a", "attributes": [1.0],
+                         "inputs": list(range(1, 21))}]
+            + [{"id": i, "module": "a", "attributes": [1e308]}
+               for i in range(1, 21)]}
+    sketcher = RecursiveSketcher(16, engine=engine, random_state=0).fit([ok])
+    for bad in (chain, wide):
+        with pytest.raises(ValueError, match=r"record 1: its sketch is not finite"):
+            sketcher.transform([ok, bad])
+    assert np.isfinite(sketcher.transform([ok])).all()
