@@ -16,12 +16,10 @@ Run: ``python benchmarks/bench_io.py [--n-records 5000] [--repeat 3]``
 import argparse
 import gzip
 import json
-import platform
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
+from common import best_time, write_results
 
 from sksketch import (
     RecordBatch,
@@ -30,17 +28,6 @@ from sksketch import (
     read_records,
     write_records,
 )
-
-
-def best_time(function, repeat):
-    """Best wall time of ``repeat`` calls after one warm-up call."""
-    function()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def json_only(path):
@@ -88,12 +75,7 @@ def main():
     for r in rows:
         print(f"{r['file']:<17} {r['reader']:<28} {r['records_per_s']:>10,.0f} "
               f"{r['us_per_object']:>10.2f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.platform(),
-                               "processor": platform.processor(),
-                               "numpy": np.__version__, "results": rows}, indent=2))
-    print(f"wrote {out}")
+    write_results(args.out, rows)
 
 
 if __name__ == "__main__":

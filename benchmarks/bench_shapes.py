@@ -27,8 +27,6 @@ Run: ``python benchmarks/bench_shapes.py [--dims 256 1024 4096] [--quick]``
 """
 
 import argparse
-import json
-import platform
 import subprocess
 import sys
 import time
@@ -36,6 +34,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from common import best_time, write_results
 
 from sksketch import RecordBatch, RecursiveSketcher, make_activation_records
 from sksketch import _shapes as shapes
@@ -65,13 +64,6 @@ QUICK = ["tree-70", "chain-1000", "lattice-16", "cnn-16x16", "residual-16"]
 UNROLLED_LIMIT = 30.0  # skip the unrolled engine beyond this priced ratio
 
 
-def best_time(function, repeat):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def peak_memory(function):
@@ -90,7 +82,7 @@ def measure(batch, d, dtype, engine, repeat):
     start = time.perf_counter()
     sketches = sketcher.transform(batch)
     cold = time.perf_counter() - start
-    warm = best_time(lambda: sketcher.transform(batch), repeat)
+    warm = best_time(lambda: sketcher.transform(batch), repeat, warmup=False)
     memory = peak_memory(lambda: sketcher.transform(batch))
     return sketches, {"cold_s": cold, "warm_s": warm, "peak_mib": memory / 2**20}
 
@@ -203,15 +195,7 @@ def main():
         print(f"worst chosen/best: {max(r['auto_over_best'] for r in measured):.2f}; "
               f"worst chosen/level-wise: "
               f"{max(r['auto_over_levelwise'] for r in measured):.2f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.platform(),
-                               "processor": platform.processor(),
-                               "numpy": np.__version__, "busy_core": args.busy_core,
-                               "date": time.strftime("%Y-%m-%d"),
-                               "results": rows}, indent=2))
-    print(f"wrote {out}")
-
+    write_results(args.out, rows, busy_core=args.busy_core)
 
 if __name__ == "__main__":
     main()

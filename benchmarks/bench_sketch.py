@@ -17,29 +17,17 @@ Run: ``python benchmarks/bench_sketch.py [--n-records 2000] [--dims 256 1024 409
 """
 
 import argparse
-import json
-import platform
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from common import best_time, write_results
 from sklearn.random_projection import GaussianRandomProjection
 
 from sksketch import RecordBatch, RecursiveSketcher, make_activation_records
 from sksketch._reference import reference_sketch
 from sksketch._unroll import ColumnLayout, unroll
-
-
-def best_time(function, repeat=3):
-    """Best wall time of ``repeat`` calls after one warm-up call."""
-    function()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def fixed_shape_records(n_records, attribute_dim):
@@ -138,12 +126,7 @@ def main():
               f"{r['matmul_gflops']:>8.1f} {r['gflops_ratio']:>6.2f} "
               f"{r['n_records'] / r['engine_from_records_s']:>10,.0f} "
               f"{r['n_records'] / r['engine_cold_s']:>11,.0f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.platform(),
-                               "processor": platform.processor(),
-                               "numpy": np.__version__, "results": rows}, indent=2))
-    print(f"wrote {out}")
+    write_results(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,7 @@ Run: ``python benchmarks/bench_torch.py [--n-images 10000] [--repeat 3]``
 """
 
 import argparse
-import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +28,8 @@ from sksketch import RecursiveSketcher
 from sksketch.torch import ActivationRecorder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from common import best_time, write_results  # noqa: E402
 from demo import LAYERS, TOP_K, make_cnn  # noqa: E402
-
-
-def best_time(function, repeat):
-    function()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main():
@@ -92,14 +80,10 @@ def main():
         print(f"{r['sketch_dim']:>5} {r['forward_s']:>10.3f} {r['record_s']:>9.3f} "
               f"{r['sketch_s']:>9.3f} {r['record_plus_sketch_s']:>9.3f} "
               f"{r['ratio_to_forward']:>8.1f}x")
-    out = Path(__file__).resolve().parent / "results" / "bench_torch.json"
-    out.write_text(json.dumps({
-        "n_images": args.n_images, "batch_size": args.batch_size,
-        "objects_per_image": n_objects / args.n_images, "threads": args.threads,
-        "torch": torch.__version__, "machine": platform.machine(),
-        "python": platform.python_version(), "rows": rows}, indent=2) + "\n")
-    print(f"wrote {out}")
-
+    write_results(Path(__file__).resolve().parent / "results" / "bench_torch.json",
+                  rows, n_images=args.n_images, batch_size=args.batch_size,
+                  objects_per_image=n_objects / args.n_images, threads=args.threads,
+                  torch=torch.__version__)
 
 if __name__ == "__main__":
     main()
