@@ -20,6 +20,9 @@ from ._recover import SketchAttributeRecoverer
 # sketch
 from ._sketch import RecursiveSketcher
 
+# storage
+from .repository import SketchRepository
+
 __version__ = "0.1.0.dev0"
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "RecordBatch",
     "RecursiveSketcher",
     "SketchAttributeRecoverer",
+    "SketchRepository",
     "SyntheticNetwork",
     "erase",
     "make_activation_records",
