@@ -11,9 +11,10 @@ from ._datasets import SyntheticNetwork, make_activation_records
 from ._decode import erase
 from ._dimension import suggest_sketch_dim
 from ._io import read_batch, read_records, write_records
+from ._network import NetworkRecoveryDictionaryLearner, score_network_recovery
 
 # dictionary learning
-from ._network import NetworkRecoveryDictionaryLearner, score_network_recovery
+from ._parquet import iter_parquet, jsonl_to_parquet, read_parquet, write_parquet
 from ._records import ActivationObject, ActivationRecord, merge_records
 from ._recover import SketchAttributeRecoverer
 
@@ -35,11 +36,15 @@ __all__ = [
     "SketchRepository",
     "SyntheticNetwork",
     "erase",
+    "iter_parquet",
+    "jsonl_to_parquet",
     "make_activation_records",
     "merge_records",
     "read_batch",
+    "read_parquet",
     "read_records",
     "score_network_recovery",
     "suggest_sketch_dim",
+    "write_parquet",
     "write_records",
 ]
