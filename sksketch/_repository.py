@@ -270,41 +270,54 @@ def top_k(queries, chunks, k, metric):
     Scores are inner products (``"dot"``) or cosines (``"cosine"``; 0 for a
     zero vector). Ties keep the smaller row. Rows are -1 and scores -inf
     where fewer than ``k`` rows were scanned.
+
+    Only the first ``FIRST_PIECE`` scores per query are partitioned; after
+    that, each query's running ``k``-th best score lets a comparison pick the
+    few candidates of a chunk, so the cost beyond the products is one
+    comparison per score.
     """
     n_queries = queries.shape[0]
     if metric == "cosine":
         queries = queries * inverse_norms(queries)[:, None]
-    best_scores = np.full((n_queries, k), -np.inf)
-    best_rows = np.full((n_queries, k), -1, np.int64)
+    best = (np.full((n_queries, k), -np.inf), np.full((n_queries, k), -1, np.int64))
     for rows, block in chunks:
         scores = queries @ block.T
         if metric == "cosine":
             scores *= inverse_norms(block)[None, :]
-        threshold = best_scores[:, -1:]
-        above = scores > threshold
-        n_above = int(np.count_nonzero(above))
-        if n_above == 0:
-            continue
-        if n_above > 4 * n_queries * k and scores.shape[1] > k:
-            # Most entries compete (the first chunks): keep each row's best k.
-            columns = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            query_index = np.repeat(np.arange(n_queries), k)
-            candidates = np.take_along_axis(scores, columns, axis=1).ravel()
-            candidate_rows = rows[columns].ravel()
-        else:
-            query_index, columns = np.nonzero(above)
-            candidates = scores[query_index, columns]
-            candidate_rows = rows[columns]
-        query_all = np.concatenate([np.repeat(np.arange(n_queries), k),
-                                    query_index])
-        score_all = np.concatenate([best_scores.ravel(),
-                                    candidates.astype(np.float64)])
-        row_all = np.concatenate([best_rows.ravel(), candidate_rows])
-        # The k best of each query: by query, score descending, row ascending.
-        order = np.lexsort((row_all, -score_all, query_all))
-        query_sorted = query_all[order]
-        starts = np.searchsorted(query_sorted, np.arange(n_queries))
-        keep = order[np.arange(order.size) - starts[query_sorted] < k]
-        best_scores = score_all[keep].reshape(n_queries, k)
-        best_rows = row_all[keep].reshape(n_queries, k)
-    return best_rows, best_scores
+        if best[1][0, -1] < 0 and scores.shape[1] > FIRST_PIECE:
+            best = _merge(best, scores[:, :FIRST_PIECE], rows[:FIRST_PIECE], k)
+            scores, rows = scores[:, FIRST_PIECE:], rows[FIRST_PIECE:]
+        best = _merge(best, scores, rows, k)
+    return best[1], best[0]
+
+
+FIRST_PIECE = 4096
+
+
+def _merge(best, scores, rows, k):
+    """The running best ``(scores, rows)`` updated with a block of scores."""
+    best_scores, best_rows = best
+    n_queries = best_scores.shape[0]
+    above = scores > best_scores[:, -1:]
+    n_above = int(np.count_nonzero(above))
+    if n_above == 0:
+        return best
+    if n_above > max(4 * n_queries * k, scores.size // 8) and scores.shape[1] > k:
+        # Most entries compete (the first block): keep each query's best k.
+        columns = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        query_index = np.repeat(np.arange(n_queries), k)
+        candidates = np.take_along_axis(scores, columns, axis=1).ravel()
+        candidate_rows = rows[columns].ravel()
+    else:
+        query_index, columns = np.nonzero(above)
+        candidates = scores[query_index, columns]
+        candidate_rows = rows[columns]
+    query_all = np.concatenate([np.repeat(np.arange(n_queries), k), query_index])
+    score_all = np.concatenate([best_scores.ravel(), candidates.astype(np.float64)])
+    row_all = np.concatenate([best_rows.ravel(), candidate_rows])
+    # The k best of each query: by query, score descending, row ascending.
+    order = np.lexsort((row_all, -score_all, query_all))
+    query_sorted = query_all[order]
+    starts = np.searchsorted(query_sorted, np.arange(n_queries))
+    keep = order[np.arange(order.size) - starts[query_sorted] < k]
+    return score_all[keep].reshape(n_queries, k), row_all[keep].reshape(n_queries, k)

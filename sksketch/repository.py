@@ -208,6 +208,7 @@ class SketchRepository:
                              f"pass a fitted 'sketcher' to create one")
         os.makedirs(self.path, exist_ok=True)
         self._vector_file = os.path.join(self.path, _store.VECTOR_FILE)
+        self._mapped = None
         self._con = _store.connect(meta, float(timeout))
         try:
             self._open(given, tracked)
@@ -320,11 +321,21 @@ class SketchRepository:
     # -- reading -------------------------------------------------------------
 
     def _vectors(self, n):
-        """The first ``n`` stored sketches, memory-mapped (read-only)."""
+        """The first ``n`` stored sketches, memory-mapped (read-only).
+
+        The mapping is kept, and remapped only when the file grew past it,
+        so pages already mapped are not faulted in again by the next query.
+        Rows past the committed ``n`` may be mapped but are never read.
+        """
         if n == 0:
             return np.empty((0, self.sketch_dim), self.dtype)
-        return np.memmap(self._vector_file, dtype=self.dtype, mode="r",
-                         shape=(n, self.sketch_dim))
+        mapped = self._mapped
+        if mapped is None or mapped.shape[0] < n:
+            row_bytes = self.sketch_dim * self.dtype.itemsize
+            rows = os.path.getsize(self._vector_file) // row_bytes
+            mapped = self._mapped = np.memmap(self._vector_file, dtype=self.dtype,
+                                              mode="r", shape=(rows, self.sketch_dim))
+        return mapped[:n]
 
     def _snapshot(self, where=None, since=None, before=None):
         """``(n, rows)``: committed count and the rows matching, in one read.
@@ -910,6 +921,7 @@ class SketchRepository:
 
     def close(self):
         """Close the connection; the repository stays on disk."""
+        self._mapped = None
         self._con.close()
 
     def __enter__(self):
