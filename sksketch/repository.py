@@ -152,7 +152,8 @@ class SketchRepository:
     ``add`` that returned and nothing of the others. One process writes at a
     time (the others wait up to ``timeout``); any number of processes read
     while it writes, each query seeing the entries committed when it began.
-    The storage choice is defended in the module docstring.
+    A repository object is for one thread at a time: open one per thread or
+    process. The storage choice is defended in the module docstring.
 
     Examples
     --------
@@ -226,6 +227,10 @@ class SketchRepository:
             config = {key: _json_load(value) for key, value
                       in con.execute("SELECT key, value FROM config")}
             created = not config
+            if created and given is None:  # created and removed meanwhile
+                raise ValueError(f"SketchRepository: no repository at "
+                                 f"{self.path!r}; pass a fitted 'sketcher' to "
+                                 f"create one")
             if created:
                 config = {**given, "format_version": _store.FORMAT_VERSION,
                           "sum_keys": []}
@@ -677,9 +682,10 @@ class SketchRepository:
     def _search(self, queries, k, metric, n, rows):
         matching = n if rows is None else rows.size
         k = min(k, matching)
-        if k == 0:
-            return (np.empty((queries.shape[0], 0), dtype=object),
-                    np.empty((queries.shape[0], 0)))
+        if k == 0 or queries.shape[0] == 0:
+            k = 0 if queries.shape[0] else k
+            return (np.empty((queries.shape[0], k), dtype=object),
+                    np.empty((queries.shape[0], k)))
         chunk = _store.chunk_rows(self.sketch_dim, self.dtype.itemsize,
                                   queries.shape[0])
         best_rows, scores = _store.top_k(

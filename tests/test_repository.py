@@ -342,6 +342,21 @@ print(sorted({name for name, file in culprits if file.startswith(ours)}))
 """
 
 
+def test_empty_cases(tmp_path, data):
+    _, _, sketcher, S = data
+    repo = SketchRepository(tmp_path, sketcher=sketcher, sum_keys=["label"])
+    ids, scores = repo.query(S[:2], k=3)
+    assert ids.shape == scores.shape == (2, 0)
+    assert repo.find_emerging(since=0.0) == []
+    np.testing.assert_array_equal(repo.sum(), np.zeros(128))
+    assert repo.sum(group_by="label") == {}
+    repo.add(S[:4], times=10.0)
+    assert repo.find_emerging(since=20.0) == []
+    ids, scores = repo.query(S[:0], k=3)
+    assert ids.shape == (0, 3)
+    assert repo.sum(group_by="label", return_counts=True)[1] == {None: 4}
+
+
 def test_import_does_not_load_optional_dependencies():
     out = subprocess.run([sys.executable, "-c", IMPORT_WATCH], capture_output=True,
                          text=True, check=True)
