@@ -312,8 +312,17 @@ def _merge(best, scores, rows, k):
         query_index, columns = np.nonzero(above)
         candidates = scores[query_index, columns]
         candidate_rows = rows[columns]
+    return merge_candidates(best, query_index, candidates.astype(np.float64),
+                            candidate_rows, k)
+
+
+def merge_candidates(best, query_index, candidates, candidate_rows, k):
+    """The ``k`` best of the running best and of candidates ``(query, score, row)``.
+    """
+    best_scores, best_rows = best
+    n_queries = best_scores.shape[0]
     query_all = np.concatenate([np.repeat(np.arange(n_queries), k), query_index])
-    score_all = np.concatenate([best_scores.ravel(), candidates.astype(np.float64)])
+    score_all = np.concatenate([best_scores.ravel(), candidates])
     row_all = np.concatenate([best_rows.ravel(), candidate_rows])
     # The k best of each query: by query, score descending, row ascending.
     order = np.lexsort((row_all, -score_all, query_all))
@@ -321,3 +330,12 @@ def _merge(best, scores, rows, k):
     starts = np.searchsorted(query_sorted, np.arange(n_queries))
     keep = order[np.arange(order.size) - starts[query_sorted] < k]
     return score_all[keep].reshape(n_queries, k), row_all[keep].reshape(n_queries, k)
+
+
+def faiss_module():
+    try:
+        import faiss
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("an approximate index needs FAISS: pip install "
+                          "'sksketch[index]'") from None
+    return faiss

@@ -30,6 +30,7 @@ import datetime
 import os
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from numbers import Integral, Real
 
 import numpy as np
@@ -619,7 +620,8 @@ class SketchRepository:
 
     # -- queries -------------------------------------------------------------
 
-    def query(self, sketches, k=10, *, metric="cosine", where=None, sketcher=None):
+    def query(self, sketches, k=10, *, metric="cosine", where=None, sketcher=None,
+              approximate=False, ef_search=64):
         """The ``k`` stored sketches most similar to each query, exactly.
 
         The stored sketches are read from the memory-mapped file in chunks
@@ -641,6 +643,14 @@ class SketchRepository:
         sketcher : RecursiveSketcher, default=None
             The sketcher that made ``sketches``, if known: refused if it
             differs from the repository's.
+        approximate : bool, default=False
+            Use the approximate index of :meth:`build_index` for the entries
+            it holds (and an exact scan for those added since), when it was
+            built for ``metric`` and ``where`` is None; otherwise, or without
+            an index, the query is exact.
+        ef_search : int, default=64
+            With ``approximate``: the HNSW search breadth (more: better
+            recall, slower).
 
         Returns
         -------
@@ -676,8 +686,152 @@ class SketchRepository:
         if metric not in ("cosine", "dot"):
             raise ValueError(f"SketchRepository: 'metric' must be 'cosine' or "
                              f"'dot'; got {metric!r}")
+        if approximate and where is None:
+            index = self._load_index(metric)
+            if index is not None:
+                n, _ = self._snapshot()
+                return self._search_index(queries, int(k), metric, n, index,
+                                          ef_search)
         n, rows = self._snapshot(where)
         return self._search(queries, int(k), metric, n, rows)
+
+    # -- approximate index -----------------------------------------------------
+
+    def build_index(self, *, metric="cosine", m=32, ef_construction=200):
+        """Build an approximate (HNSW) index of the entries held, for ``metric``.
+
+        For when exact scans stop sufficing: ``query(..., approximate=True)``
+        then searches the index for the entries it holds and scans the ones
+        added since exactly. Needs FAISS (extra ``sksketch[index]``). The
+        index is read a chunk at a time from the stored vectors, held in
+        memory (FAISS keeps its own float32 copy plus the graph), and saved
+        beside the repository; an older index is replaced once the new one
+        is complete and recorded.
+
+        Parameters
+        ----------
+        metric : {"cosine", "dot"}, default="cosine"
+        m : int, default=32
+            Graph degree of HNSW.
+        ef_construction : int, default=200
+            Build-time search breadth.
+
+        Returns
+        -------
+        n_indexed : int
+            Entries in the index.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from sksketch import (RecursiveSketcher, SketchRepository,
+        ...                       make_activation_records)
+        >>> records, _ = make_activation_records(2, random_state=0)
+        >>> sketcher = RecursiveSketcher(16, random_state=0).fit(records)
+        >>> repo = SketchRepository(tempfile.mkdtemp(), sketcher=sketcher)
+        >>> X = np.random.default_rng(0).standard_normal((500, 16))
+        >>> _ = repo.add(X)
+        >>> repo.build_index()
+        500
+        >>> ids, _ = repo.query(X[:3], k=1, approximate=True)
+        >>> ids[:, 0].tolist()
+        [0, 1, 2]
+        """
+        from ._repository import faiss_module
+
+        faiss = faiss_module()
+        if metric not in ("cosine", "dot"):
+            raise ValueError(f"SketchRepository: 'metric' must be 'cosine' or "
+                             f"'dot'; got {metric!r}")
+        for name, value in (("m", m), ("ef_construction", ef_construction)):
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 2:
+                raise ValueError(f"SketchRepository: '{name}' must be an int >= 2; "
+                                 f"got {value!r}")
+        n, _ = self._snapshot()
+        index = faiss.IndexHNSWFlat(self.sketch_dim, int(m),
+                                    faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = int(ef_construction)
+        chunk = _store.chunk_rows(self.sketch_dim, self.dtype.itemsize)
+        for _, block in _store.iter_chunks(self._vectors(n), None, chunk):
+            block = np.ascontiguousarray(block, np.float32)
+            if metric == "cosine":
+                block = block * _store.inverse_norms(block)[:, None]
+            index.add(block)
+        name = f"index-{metric}-{n}.faiss"
+        final = os.path.join(self.path, name)
+        temporary = final + ".tmp"
+        faiss.write_index(index, temporary)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+        with _store.transaction(self._con, write=True) as con:
+            config = {key: _json_load(value) for key, value
+                      in con.execute("SELECT key, value FROM config")}
+            indexes = {**config.get("indexes", {}),
+                       metric: {"file": name, "rows": n}}
+            con.execute("INSERT OR REPLACE INTO config VALUES (?, ?)",
+                        ("indexes", _store.dumps(indexes)))
+        self._config["indexes"] = indexes
+        self._index_cache = {}
+        for stale in os.listdir(self.path):  # older indexes, no longer named
+            if (stale.startswith(f"index-{metric}-") and stale != name
+                    and not stale.endswith(".tmp")):
+                with suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.path, stale))
+        return n
+
+    def _load_index(self, metric):
+        """The index recorded for ``metric`` as ``(index, rows)``, or None."""
+        (value,) = self._con.execute(
+            "SELECT coalesce((SELECT value FROM config WHERE key = 'indexes'), "
+            "'{}')").fetchone()
+        entry = _json_load(value).get(metric)
+        if entry is None:
+            return None
+        cache = getattr(self, "_index_cache", None) or {}
+        if cache.get(metric, (None,))[0] != entry["file"]:
+            from ._repository import faiss_module
+
+            index = faiss_module().read_index(os.path.join(self.path, entry["file"]))
+            cache[metric] = (entry["file"], index, int(entry["rows"]))
+            self._index_cache = cache
+        return cache[metric][1:]
+
+    def _search_index(self, queries, k, metric, n, index, ef_search):
+        index, indexed = index
+        if isinstance(ef_search, bool) or not isinstance(ef_search, Integral) or (
+                ef_search < 1):
+            raise ValueError(f"SketchRepository: 'ef_search' must be an int >= 1; "
+                             f"got {ef_search!r}")
+        k = min(k, n)
+        if k == 0 or queries.shape[0] == 0:
+            return (np.empty((queries.shape[0], k), dtype=object),
+                    np.empty((queries.shape[0], k)))
+        q = np.ascontiguousarray(queries, np.float32)
+        if metric == "cosine":
+            q = q * _store.inverse_norms(q)[:, None]
+        index.hnsw.efSearch = max(int(ef_search), k)
+        scores, rows = index.search(q, min(k, indexed)) if indexed else (
+            np.empty((q.shape[0], 0)), np.empty((q.shape[0], 0), np.int64))
+        best = (np.full((q.shape[0], k), -np.inf), np.full((q.shape[0], k), -1,
+                                                          np.int64))
+        found = rows >= 0
+        best = _store.merge_candidates(best, np.nonzero(found)[0],
+                                       scores[found].astype(np.float64),
+                                       rows[found].astype(np.int64), k)
+        if n > indexed:  # added since the index: scanned exactly
+            chunk = _store.chunk_rows(self.sketch_dim, self.dtype.itemsize,
+                                      queries.shape[0])
+            newer = np.arange(indexed, n)
+            new_rows, new_scores = _store.top_k(
+                queries, _store.iter_chunks(self._vectors(n), newer, chunk), k,
+                metric)
+            keep = new_rows >= 0
+            best = _store.merge_candidates(best, np.nonzero(keep)[0],
+                                           new_scores[keep], new_rows[keep], k)
+        best_scores, best_rows = best
+        return self._ids_of(best_rows), best_scores
 
     def _search(self, queries, k, metric, n, rows):
         matching = n if rows is None else rows.size
