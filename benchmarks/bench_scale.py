@@ -16,7 +16,8 @@ Three measurements, each optional:
     of ``--repo-sizes``: ``add`` throughput (batches of 10^4), the latency of
     one query and of 100 queries (exact, ``k = 10``, cosine and dot), and the
     time of one NumPy product of the same shape (``Q @ X.T``, X in memory),
-    with their ratio.
+    with their ratio; up to ``--index-max`` sketches, the build time, query
+    time and recall@10 (against exact) of the optional FAISS HNSW index.
 
 Prints tables and writes ``benchmarks/results/bench_scale.json``. Not a test:
 nothing here asserts a time. Quick run (the default sizes):
@@ -194,7 +195,30 @@ def best(function, repeat=3):
     return min(times)
 
 
-def bench_repository(repo_sizes, workdir):
+def index_recall(repo, rng):
+    """Build time, query time and recall@10 of the FAISS HNSW index."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return {}
+    start = time.perf_counter()
+    repo.build_index(metric="cosine")
+    build = time.perf_counter() - start
+    # Queries near stored sketches, as in use: a stored one plus noise.
+    n = len(repo)
+    stored = np.asarray(repo._vectors(n)[np.sort(rng.integers(n, size=100))])
+    Q = stored + 0.5 * rng.standard_normal(stored.shape).astype(np.float32)
+    exact, _ = repo.query(Q, k=10)
+    approximate, _ = repo.query(Q, k=10, approximate=True, ef_search=128)
+    recall = np.mean([len(set(a) & set(e)) / 10
+                      for a, e in zip(approximate.tolist(), exact.tolist())])
+    return {"index_build_s": build,
+            "query_100_hnsw_s": best(lambda: repo.query(Q, k=10, approximate=True,
+                                                        ef_search=128)),
+            "hnsw_recall_at_10": float(recall)}
+
+
+def bench_repository(repo_sizes, workdir, index_max):
     records = pool()[:50]
     sketcher = RecursiveSketcher(D_REPO, dtype="float32", random_state=0).fit(records)
     repo = SketchRepository(workdir / "repo", sketcher=sketcher, sum_keys=["g"])
@@ -228,6 +252,8 @@ def bench_repository(repo_sizes, workdir):
         }
         row["query_100_dot_over_numpy"] = row["query_100_dot_s"] / numpy_100
         row["query_100_cosine_over_numpy"] = row["query_100_cosine_s"] / numpy_100
+        if target <= index_max:
+            row.update(index_recall(repo, rng))
         del X
         rows.append(row)
         print_rows([row], header=len(rows) == 1)
@@ -248,6 +274,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=sizes, default=sizes("10000,30000"))
     parser.add_argument("--repo-sizes", type=sizes, default=sizes("10000,100000"))
+    parser.add_argument("--index-max", type=int, default=100_000,
+                        help="largest repository to build a FAISS index of")
     parser.add_argument("--skip", choices=["sketch", "repository", "dask"],
                         action="append", default=[])
     parser.add_argument("--workdir", default=None,
@@ -264,7 +292,8 @@ def main():
                                              "dask" not in args.skip)
         if "repository" not in args.skip:
             print(f"\nSketchRepository, d = {D_REPO}, float32")
-            results["repository"] = bench_repository(args.repo_sizes, workdir)
+            results["repository"] = bench_repository(args.repo_sizes, workdir,
+                                                     args.index_max)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
