@@ -287,6 +287,11 @@ class SketchRepository:
         return changed
 
     @staticmethod
+    def _read_config(con):
+        return {key: _json_load(value) for key, value
+                in con.execute("SELECT key, value FROM config")}
+
+    @staticmethod
     def _write_config(con, config):
         con.executemany("INSERT OR REPLACE INTO config VALUES (?, ?)",
                         [(key, _store.dumps(value)) for key, value in config.items()])
@@ -562,14 +567,15 @@ class SketchRepository:
                                  f"values for {n_new} sketches")
         else:
             stamps = [_timestamp(times, "times")] * n_new
-        config = self._config
-        tracked = [tuple(keys) for keys in config["sum_keys"]]
-        grouped = [(keys, _store.group_rows([
-            _store.group_values(entry, keys, f"metadata[{i}]")
-            for i, entry in enumerate(parsed)])) for keys in tracked]
+        # Tracked keys as this process knows them, checked before any write;
+        # re-read under the write lock, as another process may have added one.
+        for keys in self._config["sum_keys"]:
+            for i, entry in enumerate(parsed):
+                _store.group_values(entry, keys, f"metadata[{i}]")
         given = (None if self.sketcher is None
                  else _sketcher_config(self.sketcher))
         with _store.transaction(self._con, write=True) as con:
+            config = self._read_config(con)
             n = _store.committed_rows(con)
             new_ids = user_ids if user_ids is not None else list(range(n, n + n_new))
             self._refuse_existing(con, new_ids)
@@ -582,15 +588,17 @@ class SketchRepository:
                     os.close(fd)
             con.executemany("INSERT INTO sketches VALUES (?, ?, ?, ?)",
                             zip(range(n, n + n_new), new_ids, stamps, texts))
-            for keys, (groups, codes) in grouped:
-                if not n_new:
-                    continue
+            for keys in map(tuple, config["sum_keys"] if n_new else ()):
+                groups, codes = _store.group_rows([
+                    _store.group_values(entry, keys, f"metadata[{i}]")
+                    for i, entry in enumerate(parsed)])
                 sums = _store.group_sums(vectors.astype(np.float64), codes,
                                          len(groups))
                 counts = np.bincount(codes, minlength=len(groups))
                 self._add_sums(con, keys, groups, sums, counts)
             if given is not None and self._merge_modules(config, given):
                 self._write_config(con, config)
+        self._config = config  # as committed
         result = np.empty(n_new, dtype=object)
         result[:] = new_ids
         return result
@@ -924,7 +932,9 @@ class SketchRepository:
     def _sum_tracked(self, equal, keys):
         """Sums from the running sums, or None if no tracked tuple covers them."""
         needed = set(equal) | set(keys)
-        covering = [tuple(t) for t in self._config["sum_keys"] if needed <= set(t)]
+        (value,) = self._con.execute(
+            "SELECT value FROM config WHERE key = 'sum_keys'").fetchone()
+        covering = [tuple(t) for t in _json_load(value) if needed <= set(t)]
         if not covering:
             return None
         tracked = min(covering, key=len)

@@ -357,6 +357,18 @@ def test_empty_cases(tmp_path, data):
     assert repo.sum(group_by="label", return_counts=True)[1] == {None: 4}
 
 
+def test_a_key_tracked_by_another_handle_is_kept_up_to_date(tmp_path, data):
+    _, _, sketcher, S = data
+    first = SketchRepository(tmp_path, sketcher=sketcher)
+    first.add(S[:10], metadata=[{"x": i % 2} for i in range(10)])
+    second = SketchRepository(tmp_path, sum_keys=["x"])  # as another process
+    first.add(S[10:20], metadata=[{"x": i % 2} for i in range(10, 20)])
+    for handle in (first, second):
+        sums, counts = handle.sum(group_by="x", return_counts=True)
+        assert counts == {0: 10, 1: 10}
+        np.testing.assert_allclose(sums[1], S[1:20:2].sum(axis=0), atol=1e-10)
+
+
 def test_import_does_not_load_optional_dependencies():
     out = subprocess.run([sys.executable, "-c", IMPORT_WATCH], capture_output=True,
                          text=True, check=True)
