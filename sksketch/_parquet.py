@@ -361,6 +361,21 @@ def read_parquet(path, *, dtype=np.float64, ids=False):
                           where=repr(os.fspath(path)))
 
 
+def is_parquet(file):
+    """Whether ``file`` is a path to a Parquet file (magic bytes ``PAR1``).
+
+    Without importing pyarrow, for :func:`read_records` and the CLI to tell
+    Parquet from JSON Lines by content, as gzip is told.
+    """
+    if not isinstance(file, str | os.PathLike):
+        return False
+    try:
+        with open(file, "rb") as handle:
+            return handle.read(4) == b"PAR1"
+    except (IsADirectoryError, FileNotFoundError, PermissionError):
+        return os.path.isdir(file) and bool(_files(file))
+
+
 def parquet_records(path):
     """The records of a Parquet file, one :class:`ActivationRecord` at a time.
 

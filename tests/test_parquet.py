@@ -126,3 +126,15 @@ def test_invalid_tables_are_refused(tmp_path, dag_records):
     pq.write_table(bad, tmp_path / "c.parquet")
     with pytest.raises(ValueError, match="module 'same' has"):
         read_parquet(tmp_path / "c.parquet")
+
+
+def test_parquet_is_told_by_content(tmp_path):
+    from sksketch._parquet import is_parquet, parquet_records
+
+    records, _ = make_activation_records(4, random_state=0)
+    write_parquet(records, tmp_path / "renamed.jsonl")
+    write_records(records, tmp_path / "r.parquet")  # JSON Lines, misnamed
+    assert is_parquet(tmp_path / "renamed.jsonl")
+    assert not is_parquet(tmp_path / "r.parquet")
+    assert not is_parquet(tmp_path / "missing")
+    assert list(parquet_records(tmp_path / "renamed.jsonl")) == records
