@@ -278,6 +278,8 @@ def main():
                         help="largest repository to build a FAISS index of")
     parser.add_argument("--skip", choices=["sketch", "repository", "dask"],
                         action="append", default=[])
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results"
+                                                 / "bench_scale.json"))
     parser.add_argument("--workdir", default=None,
                         help="where the data sets go (default: a temporary "
                              "directory, removed)")
@@ -297,7 +299,7 @@ def main():
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    out = Path(__file__).parent / "results" / "bench_scale.json"
+    out = Path(args.output)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {out}")
 
