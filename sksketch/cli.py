@@ -48,6 +48,11 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         args.run(args)
+    except BrokenPipeError:
+        # The reader left (``sksketch info F | head``): no message, and no
+        # second error when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (CommandError, ValueError, TypeError, OSError) as exc:
         # The library's messages name the file, line, object and field; a
         # traceback would only bury them.
