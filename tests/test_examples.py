@@ -31,6 +31,9 @@ def test_digits_demo_runs_fast(tmp_path):
 SHORT_EXAMPLES = {
     "grid_search_sketch_dim.py": "grid_search_sketch_dim.png",
     "clustering_sketches.py": "clustering_sketches.png",
+    "similarity_search.py": "similarity_search.png",
+    "count_recovery.py": "count_recovery.png",
+    "graceful_erasure.py": "graceful_erasure.png",
 }
 
 
