@@ -142,6 +142,10 @@ def _check_outputs(args, *paths):
     if len({os.path.realpath(p) for p in paths}) < len(paths):
         raise CommandError(f"{paths[0]!r} is given as two outputs")
     for path in paths:
+        # Said here: the temporary file's name would be in the OSError.
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise CommandError(f"{path!r}: no folder {folder!r} to write it in")
         if os.path.lexists(path) and not args.force:
             raise CommandError(f"{path!r} exists; pass --force to replace it")
 

@@ -197,6 +197,12 @@ def test_missing_and_wrong_files_are_one_line(records_file, tmp_path, capsys):
     assert not os.path.exists(table)
 
 
+def test_output_folder_must_exist(records_file, tmp_path, capsys):
+    out = tmp_path / "absent" / "S.npy"
+    assert main(["sketch", str(records_file), "-o", str(out), "--dim", "8"]) == 2
+    assert "no folder" in one_error_line(capsys) and not out.parent.exists()
+
+
 def test_empty_records_file(tmp_path, capsys):
     path = tmp_path / "empty.jsonl"
     path.write_text("\n")
