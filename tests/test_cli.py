@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import joblib
 import numpy as np
@@ -258,6 +259,43 @@ def test_failing_run_leaves_outputs_intact(records, records_file, tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["S.npy", "model.joblib", "bad.jsonl", "t.csv", "short.npy",
          records_file.name])
+
+
+class FakeBar:
+    """Stands in for tqdm: records what the command reports."""
+
+    made = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.n = kwargs, 0
+        FakeBar.made.append(self)
+
+    def update(self, n=1):
+        self.n += n
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_bar_counts_records_unless_quiet(records, records_file, tmp_path,
+                                                  small_batches, monkeypatch,
+                                                  quiet):
+    fake = types.ModuleType("tqdm.auto")
+    fake.tqdm = FakeBar
+    monkeypatch.setitem(sys.modules, "tqdm.auto", fake)
+    monkeypatch.setattr(FakeBar, "made", [])
+    argv = ["sketch", str(records_file), "-o", str(tmp_path / "S.npy"),
+            "--dim", "8"] + (["--quiet"] if quiet else [])
+    assert main(argv) == 0
+    if quiet:
+        assert FakeBar.made == []
+    else:
+        (bar,) = FakeBar.made
+        assert bar.n == len(records) and bar.kwargs["file"] is sys.stderr
 
 
 def test_no_tqdm_no_bar(records_file, tmp_path, monkeypatch):
