@@ -126,6 +126,54 @@ def read_batch(file, *, dtype=np.float64):
     return RecordBatch.from_parsed(parsed, dtype=dtype)
 
 
+def read_batches(file, batch_size, *, dtype=np.float64):
+    """Read a JSON Lines file of records as consecutive :class:`RecordBatch` es.
+
+    Internal to sksketch (the command line): :func:`read_batch` in pieces of
+    ``batch_size`` records, so that a large file streams. The checks and
+    messages are those of :func:`read_batch`, and a module whose attribute
+    dimension differs from an earlier batch's is refused too, naming both
+    lines.
+
+    Parameters
+    ----------
+    file : str, path-like or file object
+        As for :func:`read_records`.
+    batch_size : int
+        Records per batch; the last batch may be smaller.
+    dtype : {np.float64, np.float32}, default=np.float64
+
+    Yields
+    ------
+    batch : RecordBatch
+    """
+    first_seen = {}  # module -> (dim, where it was first seen)
+    parsed = []
+
+    def assembled():
+        # Checked here, not left to RecordBatch.from_parsed, so that a
+        # conflict within a batch too names lines, not places in the batch.
+        for record in parsed:
+            for name, dim in record.module_dims.items():
+                known, where = first_seen.setdefault(name, (dim, record.where))
+                if known != dim:
+                    raise ValueError(
+                        f"{record.where}, object "
+                        f"{record.ids[record.modules.index(name)]!r}: module "
+                        f"{name!r} has attribute dimension {dim}, but {known} "
+                        f"in the {where}")
+        return RecordBatch.from_parsed(parsed, dtype=dtype)
+
+    for data, index in _json_lines(file):
+        where = f"record {index}"
+        parsed.append(parse_objects(*record_fields(data, where), where))
+        if len(parsed) == batch_size:
+            yield assembled()
+            parsed = []
+    if parsed:
+        yield assembled()
+
+
 def _json_lines(file):
     """``(data, "on line n of 'file'")`` for each non-blank line of ``file``."""
     name = _file_name(file)
@@ -252,16 +300,46 @@ def write_records(records, file):
     if not isinstance(file, str | os.PathLike):
         binary = isinstance(file, io.RawIOBase | io.BufferedIOBase)
         return _write_lines(records, file, binary)
+    with atomic_output(file) as (raw, path):
+        if path.lower().endswith(".gz"):
+            # filename: the header names the final file, not the temporary.
+            with gzip.GzipFile(filename=path, mode="wb", fileobj=raw) as handle:
+                return _write_lines(records, handle, binary=True)
+        return _write_lines(records, raw, binary=True)
+
+
+@contextmanager
+def atomic_output(file):
+    """Write a file all or nothing: into a temporary beside it, then replace it.
+
+    Internal to sksketch (:func:`write_records`, the command line).
+
+    Parameters
+    ----------
+    file : str or path-like
+        The file to write; a symbolic link is followed, and its target is
+        replaced.
+
+    Yields
+    ------
+    handle : binary file object
+        The temporary file, open for writing.
+    path : str
+        The resolved path that will be replaced.
+
+    Notes
+    -----
+    The temporary is in the same directory, so that the final ``os.replace``
+    is atomic. It replaces ``file`` only once the block ended without an
+    exception and the data was synced to disk; otherwise (an exception, an
+    interrupt, a full disk) it is removed and ``file`` keeps its former
+    content. A replaced file keeps its permission bits.
+    """
     path = os.path.realpath(os.fsdecode(os.fspath(file)))
     descriptor, temporary = _create_beside(path)
     try:
         with open(descriptor, "wb") as raw:
-            if path.lower().endswith(".gz"):
-                # filename: the header names the final file, not the temporary.
-                with gzip.GzipFile(filename=path, mode="wb", fileobj=raw) as handle:
-                    n_written = _write_lines(records, handle, binary=True)
-            else:
-                n_written = _write_lines(records, raw, binary=True)
+            yield raw, path
             raw.flush()
             os.fsync(raw.fileno())
         with suppress(FileNotFoundError):
@@ -271,4 +349,3 @@ def write_records(records, file):
         with suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-    return n_written

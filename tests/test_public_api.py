@@ -4,8 +4,8 @@ import sksketch
 
 
 def test_all_lists_exactly_the_public_names():
-    # Public submodules (sksketch.torch, sksketch.repository, sksketch.dask)
-    # appear once imported: they are modules, not re-exported names.
+    # Public submodules (sksketch.torch, .repository, .dask, .cli) become
+    # attributes of the package once imported: modules, not re-exported names.
     public = {name for name in dir(sksketch) if not name.startswith("_")
               and not inspect.ismodule(getattr(sksketch, name))}
     assert sorted(sksketch.__all__) == sksketch.__all__
