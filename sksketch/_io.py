@@ -12,6 +12,7 @@ from contextlib import contextmanager, suppress
 import numpy as np
 
 from ._batch import RecordBatch
+from ._parquet import is_parquet, iter_parquet, parquet_records, read_parquet
 from ._records import ActivationRecord, as_record, parse_objects, record_fields
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -55,7 +56,9 @@ def read_records(file):
     file : str, path-like or file object
         A path, or an open file (text, or binary holding UTF-8). A path whose
         content starts with the gzip magic bytes ``1f 8b`` is decompressed,
-        whatever its suffix. Blank lines are skipped.
+        whatever its suffix; one starting with ``PAR1`` (or a directory of
+        such files) is read as Parquet (see :func:`read_parquet`, extra
+        ``sksketch[parquet]``). Blank lines are skipped.
 
     Yields
     ------
@@ -78,6 +81,9 @@ def read_records(file):
     >>> [record.modules for record in read_records(lines)]
     [('cat',)]
     """
+    if is_parquet(file):  # told by content, as gzip is
+        yield from parquet_records(file)
+        return
     for data, where in _json_lines(file):
         yield ActivationRecord.from_dict(data, index=where)
 
@@ -120,6 +126,8 @@ def read_batch(file, *, dtype=np.float64):
     (1, {'cat': 2})
     """
     parsed = []
+    if is_parquet(file):
+        return read_parquet(file, dtype=dtype, ids=True)
     for data, index in _json_lines(file):
         where = f"record {index}"
         parsed.append(parse_objects(*record_fields(data, where), where))
@@ -164,6 +172,9 @@ def read_batches(file, batch_size, *, dtype=np.float64):
                         f"in the {where}")
         return RecordBatch.from_parsed(parsed, dtype=dtype)
 
+    if is_parquet(file):  # already columnar: its own row groups
+        yield from iter_parquet(file, dtype=dtype, ids=True)
+        return
     for data, index in _json_lines(file):
         where = f"record {index}"
         parsed.append(parse_objects(*record_fields(data, where), where))

@@ -138,3 +138,16 @@ def test_parquet_is_told_by_content(tmp_path):
     assert not is_parquet(tmp_path / "r.parquet")
     assert not is_parquet(tmp_path / "missing")
     assert list(parquet_records(tmp_path / "renamed.jsonl")) == records
+
+
+def test_read_records_and_read_batch_accept_parquet(tmp_path):
+    from sksketch import read_batch, read_records, write_parquet
+
+    records, _ = make_activation_records(7, random_state=3)
+    path = tmp_path / "records.data"  # told by content, not by suffix
+    write_parquet(records, path)
+    read = list(read_records(path))
+    assert [r.n_objects for r in read] == [r.n_objects for r in records]
+    sketcher = RecursiveSketcher(32, random_state=0).fit(records)
+    np.testing.assert_allclose(sketcher.transform(read_batch(path)),
+                               sketcher.transform(records), rtol=0, atol=1e-12)
