@@ -26,12 +26,13 @@ import numpy as np
 
 from ._unroll import unroll
 
-# Cost of one coefficient value of the unrolled build (a gather, a multiply
-# and a scattered add), and of one module of a path's key (tuples built and
-# hashed in Python), in floating-point operations of a matrix product:
-# measured on 2-core x86 machines, where a product runs near 10-30 GFLOP/s
-# and the coefficient build near 0.2 G values/s (benchmarks/bench_shapes.py).
-COEFFICIENT_FLOPS = 100.0
+# Costs of the unrolled engine's array work, in floating-point operations of
+# the level-wise engine's products (which run at 10-30 GFLOP/s on 2-core x86
+# machines): unrolling costs 60-430 ns per (object, path) entry and the
+# coefficient build 8-30 ns per coefficient value (a gather, a multiply, a
+# scattered add), measured with benchmarks/bench_shapes.py's shapes.
+ENTRY_FLOPS = 1500.0
+COEFFICIENT_FLOPS = 400.0
 PATH_MODULE_FLOPS = 200.0
 # Every call handles each distinct path as a tuple of module names (layout,
 # block look-ups, hashing): about 5 us per module of every path, measured on
@@ -97,7 +98,7 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
                     lw_cost)
     d = float(sketch_dim)
     dims = np.array([block.shape[1] for block in batch._attributes] or [0], float)
-    entry_cost = COEFFICIENT_FLOPS * (dims[batch._module_codes] + 1)
+    entry_cost = ENTRY_FLOPS + COEFFICIENT_FLOPS * (dims[batch._module_codes] + 1)
     budget = np.full(n_records, np.inf) if force == "unrolled" else lw_cost
     unrolled = unroll(batch, budget=budget, entry_cost=entry_cost,
                       depth_cost=PATH_MODULE_FLOPS)

@@ -4,7 +4,12 @@ import numpy as np
 
 from sksketch import ActivationRecord, RecordBatch, RecursiveSketcher
 from sksketch import _shapes as shapes
-from sksketch._plan import COEFFICIENT_FLOPS, levelwise_cost, plan_sketch
+from sksketch._plan import (
+    COEFFICIENT_FLOPS,
+    ENTRY_FLOPS,
+    levelwise_cost,
+    plan_sketch,
+)
 from sksketch._reference import reference_sketch
 from sksketch._unroll import unroll
 
@@ -16,11 +21,11 @@ def test_pricing_a_lattice_stops_at_the_levelwise_cost():
     plan = plan_sketch(batch, 64, "half_identity")
     assert plan.levelwise.all()
     assert np.isinf(plan.unrolled_cost).all()
-    max_entries = levelwise_cost(batch, 64, "half_identity").sum() / (
-        COEFFICIENT_FLOPS * (4 + 1))
+    entry_cost = ENTRY_FLOPS + COEFFICIENT_FLOPS * (4 + 1)
+    max_entries = levelwise_cost(batch, 64, "half_identity").sum() / entry_cost
     assert max_entries < 1e5
     capped = unroll(batch, budget=plan.levelwise_cost,
-                    entry_cost=np.full(batch.n_objects, COEFFICIENT_FLOPS * 5))
+                    entry_cost=np.full(batch.n_objects, entry_cost))
     assert capped.over_budget.all()
     assert len(capped.paths) <= max_entries
 
