@@ -40,6 +40,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from common import best_time
 
 from sksketch import (
     RecursiveSketcher,
@@ -185,14 +186,6 @@ def bench_sketch(record_sizes, workdir, with_dask):
     return rows
 
 
-def best(function, repeat=3):
-    function()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def index_recall(repo, rng):
@@ -213,7 +206,7 @@ def index_recall(repo, rng):
     recall = np.mean([len(set(a) & set(e)) / 10
                       for a, e in zip(approximate.tolist(), exact.tolist())])
     return {"index_build_s": build,
-            "query_100_hnsw_s": best(lambda: repo.query(Q, k=10, approximate=True,
+            "query_100_hnsw_s": best_time(lambda: repo.query(Q, k=10, approximate=True,
                                                         ef_search=128)),
             "hnsw_recall_at_10": float(recall)}
 
@@ -237,17 +230,17 @@ def bench_repository(repo_sizes, workdir, index_max):
             add_time += last
             added += m
         X = np.asarray(repo._vectors(len(repo)))  # in memory, for NumPy
-        numpy_100 = best(lambda X=X: Q @ X.T)
+        numpy_100 = best_time(lambda X=X: Q @ X.T)
         row = {
             "n_sketches": target, "d": D_REPO,
             "add_sketches_per_s": added / add_time,
             "add_batch_latency_s": last,
-            "query_1_s": best(lambda: repo.query(Q[:1], k=10)),
-            "query_100_cosine_s": best(lambda: repo.query(Q, k=10)),
-            "query_100_dot_s": best(lambda: repo.query(Q, k=10, metric="dot")),
-            "query_100_where_s": best(lambda: repo.query(Q, k=10,
+            "query_1_s": best_time(lambda: repo.query(Q[:1], k=10)),
+            "query_100_cosine_s": best_time(lambda: repo.query(Q, k=10)),
+            "query_100_dot_s": best_time(lambda: repo.query(Q, k=10, metric="dot")),
+            "query_100_where_s": best_time(lambda: repo.query(Q, k=10,
                                                          where={"g": 3})),
-            "sum_group_s": best(lambda: repo.sum(group_by="g")),
+            "sum_group_s": best_time(lambda: repo.sum(group_by="g")),
             "numpy_product_100_s": numpy_100,
         }
         row["query_100_dot_over_numpy"] = row["query_100_dot_s"] / numpy_100

@@ -187,6 +187,8 @@ def main():
                                   args.work_gflop)
                     print_row(row)
                     rows.append(row)
+                    # After every row: a long run stopped midway keeps its rows.
+                    write_results(args.out, rows, busy_core=args.busy_core)
     finally:
         if spinner is not None:
             spinner.kill()
@@ -195,7 +197,6 @@ def main():
         print(f"worst chosen/best: {max(r['auto_over_best'] for r in measured):.2f}; "
               f"worst chosen/level-wise: "
               f"{max(r['auto_over_levelwise'] for r in measured):.2f}")
-    write_results(args.out, rows, busy_core=args.busy_core)
 
 if __name__ == "__main__":
     main()
