@@ -181,16 +181,18 @@ class TransposeDecoder:
         self.structure = structure
         rows = []
         layout = structure.layout
-        blocks.warm(layout.items)
+        # The chains warm() returns, not the cache: a small cache may have
+        # evicted some, and fetching them again would redraw their matrices.
+        chains = blocks.warm(layout.items)
         for path, key in layout.items:
             dim = structure.module_dims[path[-1]]
             scale = 2.0 ** len(path) if wrapper == "half_identity" else 1.0
-            chain = blocks.chain(path, None if key is None else key)
+            chain = chains[(path, key)]
             rows.append(scale * (chain[dim:dim + 1] if key is None else chain))
         for path in structure.paths:
             dim = structure.module_dims[path[-1]]
             scale = 2.0 ** len(path) if wrapper == "half_identity" else 1.0
-            rows.append(scale * blocks.chain(path, None)[:dim])
+            rows.append(scale * chains[(path, None)][:dim])
         self.readout = (np.concatenate(rows) if rows
                         else np.zeros((0, blocks.matrices.sketch_dim)))
 
