@@ -11,6 +11,14 @@ from numbers import Integral
 
 import numpy as np
 
+from ._array_api import (
+    all_finite_rows,
+    backend_of,
+    is_array,
+    take_rows,
+    to_backend,
+    to_numpy,
+)
 from ._dag import check_acyclic, default_slot_ordinals, expand
 from ._records import (
     ActivationRecord,
@@ -137,18 +145,16 @@ class RecordBatch:
             rows[members] = np.arange(members.size)
             if name not in attributes:
                 raise ValueError(f"RecordBatch: 'attributes' lacks module {name!r}")
-            block = np.asarray(attributes[name])
-            if block.dtype.kind not in "iuf" or block.ndim != 2:
-                raise TypeError(f"RecordBatch: attributes of module {name!r} "
-                                f"must be a 2-D array of real numbers")
+            block = _attribute_block(attributes[name], name, dtype)
             if block.shape[0] != members.size:
                 raise ValueError(f"RecordBatch: module {name!r} has {members.size} "
                                  f"objects but {block.shape[0]} attribute rows")
-            bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+            bad = np.flatnonzero(~all_finite_rows(backend_of(block), block))
             if bad.size:
                 raise ValueError(f"{self._where(members[bad[0]])}: field "
                                  f"'attributes' holds non-finite values")
-            grouped.append(np.ascontiguousarray(block, dtype=dtype))
+            grouped.append(block)
+        backend_of(*grouped)  # one array library and device for all modules
         self._rows = rows
         self._module_names = module_names
         self._module_codes = module_codes.astype(np.intp)
@@ -344,7 +350,7 @@ class RecordBatch:
     def _where(self, obj):
         """'record r, object id' for an object index, for error messages."""
         record = int(self._record[obj]) if hasattr(self, "_record") else 0
-        label = obj if self._object_ids is None else self._object_ids[obj]
+        label = int(obj) if self._object_ids is None else self._object_ids[obj]
         return f"record {record}, object {label!r}"
 
     def astype(self, dtype):
@@ -353,7 +359,8 @@ class RecordBatch:
         if dtype == self.dtype:
             return self
         state = dict(vars(self))
-        state["_attributes"] = tuple(a.astype(dtype) for a in self._attributes)
+        state["_attributes"] = tuple(to_backend(a, backend_of(a), dtype)
+                                     for a in self._attributes)
         state["_weight"] = self._weight.astype(dtype)
         return RecordBatch._from_arrays(**state)
 
@@ -419,7 +426,8 @@ class RecordBatch:
         for code, block in enumerate(self._attributes):
             members = np.flatnonzero(codes == code)
             rows[members] = np.arange(members.size)
-            attributes.append(block[self._rows[old[members]]])
+            attributes.append(take_rows(backend_of(block), block,
+                                        self._rows[old[members]]))
         return RecordBatch._from_arrays(
             n_records=indices.size,
             _record=source,
@@ -440,6 +448,7 @@ class RecordBatch:
     def to_records(self):
         """The batch as a list of :class:`ActivationRecord`."""
         by_obj, obj_ptr, by_edge, edge_ptr, by_root, root_ptr = self._record_order()
+        host = [to_numpy(block) for block in self._attributes]
         records = []
         for r in range(self.n_records):
             objects = by_obj[obj_ptr[r]:obj_ptr[r + 1]]
@@ -452,8 +461,7 @@ class RecordBatch:
             records.append(ActivationRecord(
                 [{"id": id_of[i],
                   "module": self._module_names[self._module_codes[i]],
-                  "attributes": self._attributes[self._module_codes[i]][
-                      self._rows[i]],
+                  "attributes": host[self._module_codes[i]][self._rows[i]],
                   "weight": float(self._weight[i]),
                   "slot": self._slot_keys[self._slot_codes[i]],
                   "inputs": inputs[i]} for i in objects.tolist()],
@@ -467,6 +475,26 @@ class RecordBatch:
         if isinstance(key, slice):
             return self.take(np.arange(self.n_records)[key])
         return self.take(key)
+
+
+def _attribute_block(value, name, dtype):
+    """One module's attribute rows: a NumPy array, or another library's.
+
+    Arrays of an Array API library (CuPy, PyTorch, ...) stay in it, on their
+    device, cast to ``dtype``; the sketcher then computes there.
+    """
+    if is_array(value):
+        backend = backend_of(value)
+        kind = str(value.dtype)
+        if value.ndim != 2 or not any(k in kind for k in ("int", "float")):
+            raise TypeError(f"RecordBatch: attributes of module {name!r} "
+                            f"must be a 2-D array of real numbers")
+        return to_backend(value, backend, dtype)
+    block = np.asarray(value)
+    if block.dtype.kind not in "iuf" or block.ndim != 2:
+        raise TypeError(f"RecordBatch: attributes of module {name!r} "
+                        f"must be a 2-D array of real numbers")
+    return np.ascontiguousarray(block, dtype=dtype)
 
 
 def _index_array(value, name, length):

@@ -26,6 +26,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._array_api import (
+    NUMPY,
+    backend_of,
+    concat_columns,
+    take_columns,
+    to_backend,
+    to_numpy,
+    zeros,
+)
 from ._paths import PathBlocks
 from ._threads import one_blas_thread
 from ._unroll import ColumnLayout
@@ -83,14 +92,20 @@ class Structure:
     def n_unknowns(self):
         return self.layout.n_columns
 
-    def path_sum_from_slots(self, z):
+    def path_sum_from_slots(self, z, backend=NUMPY):
         """``U_P = sum_s u_{P,s}`` for every path, from the item coefficients."""
-        sums = np.zeros((z.shape[0], int(self.sum_offsets[-1])), dtype=z.dtype)
+        parts = []
         for i, path in enumerate(self.paths):
-            target = sums[:, self.sum_offsets[i]:self.sum_offsets[i + 1]]
+            total = zeros(backend, (z.shape[0], int(self.sum_offsets[i + 1]
+                                                    - self.sum_offsets[i])),
+                          z.dtype)
             for slot in self.slots_of[path]:
-                target += z[:, self.layout.columns((path, slot))]
-        return sums
+                total = total + take_columns(backend, z,
+                                             self.layout.columns((path, slot)))
+            parts.append(total)
+        if not parts:
+            return zeros(backend, (z.shape[0], 0), z.dtype)
+        return concat_columns(backend, parts)
 
 
 def kept_coordinates(sketch_dim, n_columns, kept=None):
@@ -150,9 +165,12 @@ def erase(sketches, keep, *, random_state=None):
     """
     from sklearn.utils import check_random_state
 
-    sketches = np.asarray(sketches)
+    backend = backend_of(sketches)
+    if backend.is_numpy:
+        sketches = np.asarray(sketches)
     if sketches.ndim != 2:
-        raise ValueError(f"sketches must be 2-D; got shape {sketches.shape}")
+        raise ValueError(f"sketches must be 2-D; got shape "
+                         f"{tuple(sketches.shape)}")
     sketch_dim = sketches.shape[1]
     if isinstance(keep, bool | np.bool_):
         raise TypeError("'keep' must be an int, a float or an array")
@@ -171,7 +189,7 @@ def erase(sketches, keep, *, random_state=None):
         kept = kept_coordinates(sketch_dim, int(kept.sum() if kept.dtype == bool
                                                 else kept.size), kept)
         kept = np.sort(kept)
-    return sketches[:, kept], kept
+    return take_columns(backend, sketches, kept), kept
 
 
 class TransposeDecoder:
@@ -196,11 +214,12 @@ class TransposeDecoder:
         self.readout = (np.concatenate(rows) if rows
                         else np.zeros((0, blocks.matrices.sketch_dim)))
 
-    def decode(self, sketches, kept, eps=None):
+    def decode(self, sketches, kept, eps=None, backend=NUMPY):
         """Read every unknown; ``eps`` is unused (no residual to judge)."""
         d = self.readout.shape[1]
+        readout = to_backend(self.readout[:, kept].T, backend, sketches.dtype)
         # E[G_kept^T G_kept] = (d'/d) E[G^T G]: rescale what was kept.
-        estimates = sketches @ self.readout[:, kept].T * (d / max(kept.size, 1))
+        estimates = sketches @ readout * (d / max(kept.size, 1))
         n_items = self.structure.n_unknowns
         return Decoded(estimates[:, :n_items], estimates[:, n_items:])
 
@@ -255,25 +274,29 @@ class LstsqDecoder:
             self._factors[key] = factor
         return factor
 
-    def decode(self, sketches, kept, eps=None):
+    def decode(self, sketches, kept, eps=None, backend=NUMPY):
         """Solve for the unknowns; judge residuals at precision ``eps``.
 
         ``eps`` is the machine epsilon of the sketches' precision (the lower
-        of the sketcher's and the input's); None is float64's.
+        of the sketcher's and the input's); None is float64's. The products
+        run on ``backend``; the group pursuit runs on the host.
         """
         eps = np.finfo(np.float64).eps if eps is None else eps
         kind, *factor = self._factor(kept)
         if kind == "pinv":
             pinv, cond = factor
-            z = sketches @ pinv.T
-            residual = sketches - z @ self.g_rows[:, kept]
+            z = sketches @ to_backend(pinv.T, backend, sketches.dtype)
+            residual = sketches - z @ to_backend(self.g_rows[:, kept], backend,
+                                                 sketches.dtype)
             # tol is the pursuit's stopping rule: not used here.
             noise = np.full(sketches.shape[0], _noise_level(eps, kept.size, cond))
         else:
-            z, residual, cond = factor[0].solve(sketches)
+            z, residual, cond = factor[0].solve(to_numpy(sketches))
+            z, residual = (to_backend(a, backend, sketches.dtype)
+                           for a in (z, residual))
             noise = np.maximum(self.tol, _noise_level(eps, kept.size, cond))
-        return Decoded(z, self.structure.path_sum_from_slots(z),
-                       _relative_norms(residual, sketches), noise)
+        return Decoded(z, self.structure.path_sum_from_slots(z, backend),
+                       _relative_norms(backend, residual, sketches), noise)
 
 
 def _noise_level(eps, n_kept, cond):
@@ -281,11 +304,12 @@ def _noise_level(eps, n_kept, cond):
     return NOISE_FACTOR * eps * np.sqrt(n_kept) * cond
 
 
-def _relative_norms(residual, sketches):
-    """``||r|| / ||S||`` per row; 0 for a zero sketch."""
-    norms = np.linalg.norm(sketches, axis=1)
-    return np.divide(np.linalg.norm(residual, axis=1), norms,
-                     out=np.zeros_like(norms), where=norms > 0)
+def _relative_norms(backend, residual, sketches):
+    """``||r|| / ||S||`` per row, on the host; 0 for a zero sketch."""
+    norms, residual_norms = (np.sqrt(to_numpy(backend.xp.sum(a * a, axis=1)))
+                             for a in (sketches, residual))
+    return np.divide(residual_norms, norms, out=np.zeros_like(norms),
+                     where=norms > 0)
 
 
 def _pseudo_inverse(g, norms):

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ._array_api import NUMPY, padded_csr, sparse_apply, to_backend
+
 #: Roles of the random matrices (docs: The mathematics).
 SUBSPACE, NODE, WIRING, WRAPPER = "A", "N", "C", "R"
 
@@ -75,10 +77,14 @@ def draw_sparse_sign(seed, module, role, sketch_dim, nnz=SPARSE_SIGN_NNZ):
 
 
 def _nbytes(value):
-    """Bytes held by a dense or a scipy sparse (CSR) array."""
+    """Bytes held by a dense array, a SciPy CSR array or a tuple of arrays."""
+    if isinstance(value, tuple):
+        return sum(_nbytes(part) for part in value)
     if hasattr(value, "indptr"):
         return value.data.nbytes + value.indices.nbytes + value.indptr.nbytes
-    return value.nbytes
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    return int(np.prod(value.shape)) * 8  # an array library without nbytes
 
 
 class LRUCache:
@@ -185,16 +191,27 @@ class ModuleMatrices:
             self._cache.put(key, matrix)
         return matrix
 
-    def matrix(self, module, role, n_columns, *, slot=None, dtype=np.float64):
-        """One matrix in ``dtype``; other dtypes than float64 are cached apart."""
+    def matrix(self, module, role, n_columns, *, slot=None, dtype=np.float64,
+               backend=NUMPY):
+        """One matrix in ``dtype`` on ``backend``, each cached apart.
+
+        Every backend gets the same NumPy draw, converted: sketches agree
+        across array libraries to float rounding.
+        """
         dtype = np.dtype(dtype)
-        if dtype == np.float64:
+        if dtype == np.float64 and backend.is_numpy:
             return self._get(module, role, n_columns, slot)
-        key = (module, role, slot, dtype.str)
+        key = (module, role, slot, dtype.str, backend.key)
         matrix = self._cache.get(key)
         if matrix is None:
-            matrix = self._cache.put(key, self._get(module, role, n_columns,
-                                                    slot).astype(dtype))
+            host = self._get(module, role, n_columns, slot)
+            if not hasattr(host, "indptr"):
+                matrix = to_backend(host, backend, dtype)
+            elif backend.is_numpy:
+                matrix = host.astype(dtype)
+            else:
+                matrix = padded_csr(backend, host, dtype)
+            matrix = self._cache.put(key, matrix)
         return matrix
 
     def subspace(self, module, dim):
@@ -215,11 +232,12 @@ class ModuleMatrices:
             return None
         return self._get(module, WRAPPER, self.sketch_dim)
 
-    def apply(self, module, role, rows, *, dtype=np.float64):
+    def apply(self, module, role, rows, *, dtype=np.float64, backend=NUMPY):
         """``rows @ G^T`` for the ``d x d`` matrix ``G`` of role C or R."""
-        matrix = self.matrix(module, role, self.sketch_dim, dtype=dtype)
-        if hasattr(matrix, "indptr"):
-            return np.asarray((matrix @ rows.T).T)
+        matrix = self.matrix(module, role, self.sketch_dim, dtype=dtype,
+                             backend=backend)
+        if hasattr(matrix, "indptr") or isinstance(matrix, tuple):
+            return sparse_apply(backend, matrix, rows)
         return rows @ matrix.T
 
     def apply_wrapper(self, module, rows):

@@ -10,6 +10,18 @@ from sklearn.utils import Bunch
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from ._array_api import (
+    as_dtype,
+    backend_of,
+    check_floating,
+    concat_columns,
+    finfo,
+    is_array,
+    take_columns,
+    to_backend,
+    to_numpy,
+    zeros,
+)
 from ._batch import RecordBatch, as_batch
 from ._decode import Structure, kept_coordinates, make_decoder
 from ._records import ActivationRecord, canonical_slot
@@ -199,19 +211,22 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         if _is_records(S):
             S = self.sketcher_.transform(S)
-        S = check_array(S, dtype=[np.float64, np.float32], input_name="S")
+        backend = backend_of(S)
+        S = check_array(S, dtype=[np.float64, np.float32], input_name="S") \
+            if backend.is_numpy else check_floating(backend, S, "S")
         kept = kept_coordinates(self.n_features_in_, S.shape[1], kept)
         # A float32 sketcher's sketches are float32 numbers even as float64.
-        eps = max(np.finfo(S.dtype).eps, np.finfo(self.sketcher_._dtype).eps)
-        return S.astype(np.float64, copy=False), kept, S.dtype, eps
+        eps = max(float(finfo(backend, S.dtype).eps),
+                  np.finfo(self.sketcher_._dtype).eps)
+        return (as_dtype(backend, S, np.float64), kept, S.dtype, eps, backend)
 
     def _decode(self, S, kept, stacklevel=3):
         """Validate sketches; return (item coefficients, path sums, dtype).
 
         ``stacklevel`` points the warning at the caller of the public method.
         """
-        S, kept, dtype, eps = self._check_sketches(S, kept)
-        decoded = self._decoder().decode(S, kept, eps)
+        S, kept, dtype, eps, backend = self._check_sketches(S, kept)
+        decoded = self._decoder().decode(S, kept, eps, backend)
         if decoded.residual is not None:
             outside = decoded.residual > decoded.noise
             if outside.any():
@@ -226,7 +241,7 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
                     f"{kept.size} kept coordinates: their decoded values are "
                     f"unreliable. See residual_norm.",
                     OutOfStructureWarning, stacklevel=stacklevel)
-        return decoded.z, decoded.sums, dtype
+        return decoded.z, decoded.sums, dtype, backend
 
     def residual_norm(self, X, kept=None):
         """How far each sketch is from what the learned structure explains.
@@ -248,8 +263,9 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
         residual : ndarray of shape (n_sketches,)
             Relative residual norms; 0 for a zero sketch.
         """
-        S, kept, _, eps = self._check_sketches(X, kept)
-        return self._decoder("lstsq").decode(S, kept, eps).residual
+        S, kept, _, eps, backend = self._check_sketches(X, kept)
+        residual = self._decoder("lstsq").decode(S, kept, eps, backend).residual
+        return to_backend(residual, backend)
 
     def transform(self, X, kept=None):
         """Counts and mean attributes of every learned path.
@@ -269,19 +285,17 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
             (named by :meth:`get_feature_names_out`).
         """
         # transform is wrapped by scikit-learn's set_output: one frame more.
-        z, sums, dtype = self._decode(X, kept, stacklevel=4)
+        z, sums, dtype, backend = self._decode(X, kept, stacklevel=4)
         structure = self._structure
-        counts = z[:, structure.presence_columns]
+        counts = take_columns(backend, z, structure.presence_columns)
         columns = []
         for i in range(len(structure.paths)):
             count = counts[:, i:i + 1]
             path_sum = sums[:, structure.sum_offsets[i]:structure.sum_offsets[i + 1]]
-            mean = np.divide(path_sum, count, out=np.zeros_like(path_sum),
-                             where=count > self.threshold)
-            columns += [count, mean]
+            columns += [count, _mean(backend, path_sum, count, self.threshold)]
         if not columns:
-            return np.zeros((z.shape[0], 0), dtype=dtype)
-        return np.hstack(columns).astype(dtype, copy=False)
+            return zeros(backend, (z.shape[0], 0), dtype)
+        return as_dtype(backend, concat_columns(backend, columns), dtype)
 
     def get_feature_names_out(self, input_features=None):
         """``"{path}:count"`` and ``"{path}:mean{i}"`` for every learned path.
@@ -323,8 +337,9 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
         attributes : ndarray of shape (n_sketches, dim)
         """
         modules, slot = self._check_path(path)
-        z, _, dtype = self._decode(S, kept)
-        return z[:, self._structure.layout.columns((modules, slot))].astype(dtype)
+        z, _, dtype, backend = self._decode(S, kept)
+        return as_dtype(backend, take_columns(
+            backend, z, self._structure.layout.columns((modules, slot))), dtype)
 
     def _check_path(self, path):
         check_is_fitted(self)
@@ -370,14 +385,15 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
         if not ends:
             raise ValueError(f"module {module!r} ends no learned path; learned "
                              f"modules: {sorted(self.sketcher_.modules_)}")
-        z, sums, dtype = self._decode(S, kept)
-        count = z[:, structure.presence_columns[ends]].sum(axis=1)
+        z, sums, dtype, backend = self._decode(S, kept)
+        count = backend.xp.sum(take_columns(
+            backend, z, structure.presence_columns[ends]), axis=1)
         total = sum(sums[:, structure.sum_offsets[i]:structure.sum_offsets[i + 1]]
                     for i in ends)
-        mean = np.divide(total, count[:, None], out=np.zeros_like(total),
-                         where=count[:, None] > self.threshold)
-        return Bunch(count=count.astype(dtype), sum=total.astype(dtype),
-                     mean=mean.astype(dtype))
+        mean = _mean(backend, total, count[:, None], self.threshold)
+        return Bunch(count=as_dtype(backend, count, dtype),
+                     sum=as_dtype(backend, total, dtype),
+                     mean=as_dtype(backend, mean, dtype))
 
     def unroll(self, s, *, threshold=None, kept=None):
         """The tree of modules present in one sketch, with their counts.
@@ -397,12 +413,13 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
             for every learned path whose estimated count exceeds the
             threshold (and whose parent path is present).
         """
-        s = np.asarray(s)
+        s = s if is_array(s) else np.asarray(s)
         if s.ndim != 1:
-            raise ValueError(f"unroll takes one sketch (1-D); got shape {s.shape}")
+            raise ValueError(f"unroll takes one sketch (1-D); got shape "
+                             f"{tuple(s.shape)}")
         threshold = self.threshold if threshold is None else threshold
-        z, _, _ = self._decode(s[None, :], kept)
-        counts = z[0, self._structure.presence_columns]
+        z, _, _, _ = self._decode(s[None, :], kept)
+        counts = to_numpy(z)[0, self._structure.presence_columns]
         tree = {}
         nodes = {(): tree}
         for path, count in zip(self._structure.paths, counts.tolist()):
@@ -437,6 +454,14 @@ _DECODER_CACHES = {"lstsq": "_lstsq_decoder_cache",
 # dimension can resolve means a DAG whose paths explode (a lattice of L
 # layers, each object consuming every object below, has 2^L).
 MAX_PATH_ENTRIES = 2**16
+
+
+def _mean(backend, total, count, threshold):
+    """``total / count`` where ``count > threshold``, else 0."""
+    xp = backend.xp
+    positive = count > threshold
+    safe = xp.where(positive, count, xp.ones_like(count))
+    return xp.where(positive, total / safe, xp.zeros_like(total))
 
 
 def _learned_items(batch, max_depth, sketch_dim=None):

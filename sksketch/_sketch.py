@@ -13,6 +13,16 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._array_api import (
+    NUMPY,
+    all_finite_rows,
+    backend_of,
+    concat_rows,
+    take_rows,
+    to_backend,
+    to_numpy,
+    zeros,
+)
 from ._batch import as_batch
 from ._levelwise import levelwise_sketch
 from ._paths import PathBlocks
@@ -26,25 +36,39 @@ _CHUNK_VALUES = 2**17
 _CHUNK_ELEMENTS = 2**22
 
 
-def _sketch_unrolled(batch, matrices, dtype, unrolled=None):
-    """Sketch a validated batch unrolled: ``S = Z @ G_stacked^T``, by chunks."""
+def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY):
+    """Sketch a validated batch unrolled: ``S = Z @ G_stacked^T``, by chunks.
+
+    The coefficients ``Z`` are assembled on the host (from the records'
+    structure), the products run on ``backend``.
+    """
     if unrolled is None:
         unrolled = unroll(batch)
     layout = ColumnLayout.from_unrolled(batch, unrolled)
     blocks = PathBlocks(matrices, batch.module_dims)
-    g_rows = blocks.stack(layout, dtype=dtype)
-    sketches = np.empty((batch.n_records, matrices.sketch_dim), dtype=dtype)
+    g_rows = to_backend(blocks.stack(layout, dtype=dtype), backend)
+    host = _on_host(batch)
+    sketches = zeros(backend, (batch.n_records, matrices.sketch_dim), dtype)
     dims = np.array(list(batch.module_dims.values()) or [0], np.intp)
     values_per_record = (dims[batch._module_codes[unrolled.obj]] + 1).sum() / max(
         batch.n_records, 1)
     chunk_size = int(max(1, min(_CHUNK_VALUES // max(values_per_record, 1),
                                 _CHUNK_ELEMENTS // max(layout.n_columns, 1))))
-    for lo, hi, z in coefficient_chunks(batch, unrolled, layout, chunk_size):
-        np.matmul(z.astype(dtype, copy=False), g_rows, out=sketches[lo:hi])
+    for lo, hi, z in coefficient_chunks(host, unrolled, layout, chunk_size):
+        sketches[lo:hi, ...] = to_backend(z, backend, dtype) @ g_rows
     return sketches
 
 
-def _sketch_batch(batch, matrices, dtype, engine="auto"):
+def _on_host(batch):
+    """``batch`` with its attributes in NumPy (itself when they are)."""
+    if all(backend_of(block).is_numpy for block in batch._attributes):
+        return batch
+    state = dict(vars(batch))
+    state["_attributes"] = tuple(to_numpy(block) for block in batch._attributes)
+    return type(batch)._from_arrays(**state)
+
+
+def _sketch_batch(batch, matrices, dtype, engine="auto", backend=NUMPY):
     """Sketch a validated batch, each record by the cheaper engine.
 
     Trusts its inputs; :class:`RecursiveSketcher` validates them.
@@ -53,20 +77,25 @@ def _sketch_batch(batch, matrices, dtype, engine="auto"):
                        cache_bytes=matrices._cache.max_bytes,
                        force=None if engine == "auto" else engine)
     if not plan.levelwise.any():
-        return _sketch_unrolled(batch, matrices, dtype, plan.unrolled)
+        return _sketch_unrolled(batch, matrices, dtype, plan.unrolled, backend)
     if plan.levelwise.all():
-        return levelwise_sketch(batch, matrices, dtype)
-    sketches = np.empty((batch.n_records, matrices.sketch_dim), dtype=dtype)
+        return levelwise_sketch(batch, matrices, dtype, backend)
+    parts, order = [], []
     for mask, engine_fn in ((plan.levelwise, levelwise_sketch),
                             (~plan.levelwise, _sketch_unrolled)):
         chosen = np.flatnonzero(mask)
-        sketches[chosen] = engine_fn(batch.take(chosen), matrices, dtype)
-    return sketches
+        parts.append(engine_fn(batch.take(chosen), matrices, dtype,
+                               backend=backend))
+        order.append(chosen)
+    # Back into record order by a gather (no scatter on any backend).
+    inverse = np.empty(batch.n_records, np.intp)
+    inverse[np.concatenate(order)] = np.arange(batch.n_records)
+    return take_rows(backend, concat_rows(backend, parts), inverse)
 
 
-def _check_finite(sketches, batch):
+def _check_finite(sketches, batch, backend=NUMPY):
     """Refuse sketches that overflowed, naming the first such record."""
-    bad = np.flatnonzero(~np.isfinite(sketches).all(axis=1))
+    bad = np.flatnonzero(~all_finite_rows(backend, sketches))
     if bad.size:
         record = int(bad[0])
         members = np.flatnonzero(batch._record == record)
@@ -74,13 +103,13 @@ def _check_finite(sketches, batch):
         largest = float(np.abs(batch._weight[members]).max(initial=0))
         for code in np.unique(codes).tolist():
             rows = batch._rows[members[codes == code]]
-            largest = max(largest, float(np.abs(batch._attributes[code][rows])
-                                         .max(initial=0)))
+            block = to_numpy(batch._attributes[code])
+            largest = max(largest, float(np.abs(block[rows]).max(initial=0)))
         raise ValueError(
             f"record {record}: its sketch is not finite ({bad.size} of "
-            f"{sketches.shape[0]} records overflowed {sketches.dtype}): the "
-            f"products of weights and attributes along its paths exceed the "
-            f"floating range (its largest weight or attribute is "
+            f"{sketches.shape[0]} records overflowed {np.dtype(batch.dtype)}): "
+            f"the products of weights and attributes along its paths exceed "
+            f"the floating range (its largest weight or attribute is "
             f"{largest:.3g}); rescale the weights or attributes")
 
 
@@ -363,10 +392,11 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         batch = as_batch(X, dtype=self._dtype)
         self._check_modules(batch, allow_new=False)
         # Overflow is reported below, per record, rather than as a warning.
+        backend = backend_of(*batch._attributes)
         with np.errstate(over="ignore", invalid="ignore"):
             sketches = _sketch_batch(batch, self._matrices(), self._dtype,
-                                     self.engine)
-        _check_finite(sketches, batch)
+                                     self.engine, backend)
+        _check_finite(sketches, batch, backend)
         return sketches
 
     def fit_transform(self, X, y=None):
