@@ -93,6 +93,24 @@ def backend_of(*arrays):
     return ArrayBackend(xp, array_api_compat.device(foreign[0]))
 
 
+def backend_for(namespace, device=None):
+    """The backend of an array library given as a module (``cupy``, ``torch``)."""
+    if namespace is np or getattr(namespace, "__name__", "") in {
+            "numpy", "array_api_compat.numpy"}:
+        if device not in (None, "cpu"):
+            raise ValueError(f"NumPy arrays live on the CPU; got device {device!r}")
+        return NUMPY
+    import array_api_compat
+
+    if not hasattr(namespace, "asarray"):
+        raise TypeError(f"expected an array library such as cupy or torch; got "
+                        f"{namespace!r}")
+    probe = namespace.asarray([0.0]) if device is None else \
+        array_api_compat.array_namespace(namespace.asarray([0.0])).asarray(
+            [0.0], device=device)
+    return backend_of(probe)
+
+
 def backend_dtype(backend, dtype):
     """The backend's floating dtype named as ``dtype`` (NumPy's or its own)."""
     if backend.is_numpy:
@@ -108,6 +126,8 @@ def to_backend(array, backend, dtype=None):
         array = to_numpy(array)
         return array if dtype is None else array.astype(dtype, copy=False)
     xp = backend.xp
+    if not _is_numpy(array) and backend_of(array) != backend:
+        array = to_numpy(array)  # from another library or device
     if _is_numpy(array):
         array = xp.asarray(np.ascontiguousarray(array), device=backend.device)
     if dtype is not None:

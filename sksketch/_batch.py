@@ -13,6 +13,7 @@ import numpy as np
 
 from ._array_api import (
     all_finite_rows,
+    backend_for,
     backend_of,
     is_array,
     take_rows,
@@ -46,6 +47,9 @@ class RecordBatch:
         record (``"/"`` joins the modules of a path in feature names).
     attributes : mapping of str to array-like of shape (n_module_objects, dim)
         For each module, the attribute rows of its objects, in object order.
+        Arrays of CuPy, PyTorch or another Array API library stay in it, on
+        their device (all modules in one library and device): the sketcher
+        then computes there (see :meth:`to_namespace`).
     record : array-like of int of shape (n_objects,), default=None
         The record of each object; by default all objects form record 0.
     n_records : int >= 0, default=None
@@ -362,6 +366,32 @@ class RecordBatch:
         state["_attributes"] = tuple(to_backend(a, backend_of(a), dtype)
                                      for a in self._attributes)
         state["_weight"] = self._weight.astype(dtype)
+        return RecordBatch._from_arrays(**state)
+
+    def to_namespace(self, namespace, *, device=None):
+        """The same batch with its attributes in another array library.
+
+        The sketcher computes in the library and on the device of the
+        attributes, and returns sketches there: move a batch to ``cupy`` (or
+        ``torch`` with ``device="cuda"``) to sketch on a GPU. The records'
+        structure stays in NumPy.
+
+        Parameters
+        ----------
+        namespace : module
+            ``numpy``, ``cupy``, ``torch`` or another Array API library.
+        device : str or device, default=None
+            The library's device (e.g. ``"cuda:0"`` for torch); default its
+            default device.
+
+        Returns
+        -------
+        batch : RecordBatch
+        """
+        backend = backend_for(namespace, device)
+        state = dict(vars(self))
+        state["_attributes"] = tuple(to_backend(block, backend)
+                                     for block in self._attributes)
         return RecordBatch._from_arrays(**state)
 
     # -- indexing (so that model selection can split a batch) ----------------

@@ -98,6 +98,20 @@ def test_mixed_plan_and_deep_records(xp):
                                atol=1e-12 * np.abs(expected).max())
 
 
+def test_to_namespace_round_trip(xp, records):
+    batch = as_batch(records)
+    moved = batch.to_namespace(xp)
+    assert all(backend_of(block).xp is not np for block in moved._attributes)
+    back = moved.to_namespace(np)
+    for before, after in zip(batch._attributes, back._attributes):
+        np.testing.assert_array_equal(before, after)
+    assert back.to_records()[3] == batch.to_records()[3]
+    with pytest.raises(ValueError, match="CPU"):
+        batch.to_namespace(np, device="cuda")
+    with pytest.raises(TypeError, match="array library"):
+        batch.to_namespace("cupy")
+
+
 def test_device_batch_validation(xp):
     good = {"m": _on(xp, [[1.0, 2.0]])}
     batch = RecordBatch(module=["m"], attributes=good)
