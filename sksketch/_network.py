@@ -23,6 +23,7 @@ from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._array_api import as_dtype, backend_of, check_floating, to_backend, zeros
 from ._batch import as_batch
 from ._recover import _is_records, path_name
 from ._threads import one_blas_thread
@@ -190,12 +191,24 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
         coefficients : ndarray of shape (n_sketches, n_components)
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        backend = backend_of(X)
+        if backend.is_numpy:
+            X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        else:  # CuPy, PyTorch, ...: validated and solved on their device
+            X = check_floating(backend, X, "X")
+            if X.shape[1] != self.n_features_in_:
+                raise ValueError(f"X has {X.shape[1]} features, but "
+                                 f"{type(self).__name__} is expecting "
+                                 f"{self.n_features_in_} features as input.")
         if self.components_.shape[0] == 0:
-            return np.zeros((X.shape[0], 0), dtype=X.dtype)
-        solution = np.linalg.lstsq(self.components_.T, X.T.astype(np.float64),
-                                   rcond=None)[0]
-        return solution.T.astype(X.dtype, copy=False)
+            return zeros(backend, (X.shape[0], 0), X.dtype)
+        # Least squares on the components: one product with their
+        # pseudo-inverse (numpy.linalg.lstsq's cutoff).
+        pinv = np.linalg.pinv(self.components_.T,
+                              rcond=max(self.components_.shape)
+                              * np.finfo(np.float64).eps)
+        solution = as_dtype(backend, X, np.float64) @ to_backend(pinv.T, backend)
+        return as_dtype(backend, solution, X.dtype)
 
     def get_feature_names_out(self, input_features=None):
         """``"{path}:{column}"`` for every learned block column."""

@@ -226,3 +226,21 @@ def test_segment_sum_matches_reduceat(xp, lengths):
     sums = to_numpy(sum_rows_by(backend, _on(xp, values), group, 2 * len(lengths)))
     np.testing.assert_allclose(sums[::2], got, rtol=1e-14, atol=1e-14)
     assert not sums[1::2].any()
+
+
+def test_network_transform_equals_numpy(xp):
+    from sksketch import NetworkRecoveryDictionaryLearner
+
+    records, _, network = make_activation_records(
+        200, n_modules=6, connectivity="dense", weights="random",
+        random_state=0, return_network=True)
+    S = RecursiveSketcher(128, random_state=0).fit_transform(records)
+    learner = NetworkRecoveryDictionaryLearner(
+        layers=network.layers[::-1]).fit(S, records)
+    expected = learner.transform(S)
+    got = learner.transform(_on(xp, S))
+    _assert_namespace(got, xp)
+    np.testing.assert_allclose(to_numpy(got), expected, rtol=0,
+                               atol=1e-9 * np.abs(expected).max())
+    with pytest.raises(ValueError, match="expecting 128 features"):
+        learner.transform(_on(xp, S[:, :5]))
