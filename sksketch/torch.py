@@ -603,8 +603,7 @@ class ActivationRecorder:
 
     def _build(self, arrays):
         n = next(iter(arrays.values())).shape[0]
-        module, record_of, slot, weight, parent, child = [], [], [], [], [], []
-        attributes = {}
+        layers, parent, child = [], [], []
         previous = None  # (object ids, record, position, spatial shape)
         offset = 0
         for index, name in enumerate(self.layers):
@@ -629,11 +628,7 @@ class ActivationRecorder:
                     raise ValueError(f"ActivationRecorder: layer {name!r}, "
                                      f"record {record[bad[0]]}: field 'weight' "
                                      f"must be finite and >= 0; got {w[bad[0]]}")
-            module.append(np.full(record.size, index, np.intp))
-            record_of.append(record)
-            slot.append(position)
-            weight.append(w)
-            attributes[name] = attrs
+            layers.append((name, record, position, w, attrs))
             spatial = out.shape[2:]
             if previous is not None:
                 p, c = _edges(ids, record, position, spatial, previous,
@@ -641,19 +636,21 @@ class ActivationRecorder:
                 parent.append(p)
                 child.append(c)
             previous = (ids, record, position, spatial)
-        names = np.asarray(self.layers)
-        edges = (np.stack((np.concatenate(parent), np.concatenate(child)), axis=1)
-                 if parent else None)
-        return RecordBatch(
-            module=names[np.concatenate(module)], attributes=attributes,
-            record=np.concatenate(record_of), n_records=n,
-            weight=np.concatenate(weight), slot=np.concatenate(slot),
-            edges=edges, dtype=self.dtype)
+        empty = np.zeros(0, np.intp)
+        # Built by construction as the batch requires (distinct valid names,
+        # integer slots, edges from a layer to the one before it, each once):
+        # the trusted constructor skips the checks of arbitrary arrays.
+        return RecordBatch._from_layers(
+            layers, n_records=n,
+            parent=np.concatenate(parent) if parent else empty,
+            child=np.concatenate(child) if child else empty, dtype=self.dtype)
 
 
 def _edges(ids, record, position, spatial, previous, field, n_records):
     """(parent, child) pairs: each object and the previous objects it reads."""
     prev_ids, prev_record, prev_position, prev_spatial = previous
+    if not (ids.size and prev_ids.size):  # a layer kept no object
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
     if field == _ALL:
         # Every object consumes every previous object of its record.
         order = np.argsort(prev_record, kind="stable")
