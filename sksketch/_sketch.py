@@ -18,6 +18,7 @@ from ._levelwise import levelwise_sketch
 from ._paths import PathBlocks
 from ._plan import plan_sketch
 from ._random import ModuleMatrices
+from ._threads import blas_threads_for
 from ._unroll import ColumnLayout, coefficient_chunks, unroll
 
 # Records per chunk: at most this many coefficient values (their index and
@@ -31,8 +32,14 @@ def _sketch_unrolled(batch, matrices, dtype, unrolled=None):
     if unrolled is None:
         unrolled = unroll(batch)
     layout = ColumnLayout.from_unrolled(batch, unrolled)
-    blocks = PathBlocks(matrices, batch.module_dims)
-    g_rows = blocks.stack(layout, dtype=dtype)
+    # The stacked blocks of a layout are cached whole: batches of one network
+    # (a recorder's) keep meeting the same layout, and restacking it costs a
+    # Python step per block.
+    key = ("stacked", tuple(layout.items), np.dtype(dtype).str)
+    g_rows = matrices._cache.get(key)
+    if g_rows is None:
+        blocks = PathBlocks(matrices, batch.module_dims)
+        g_rows = matrices._cache.put(key, blocks.stack(layout, dtype=dtype))
     sketches = np.empty((batch.n_records, matrices.sketch_dim), dtype=dtype)
     dims = np.array(list(batch.module_dims.values()) or [0], np.intp)
     values_per_record = (dims[batch._module_codes[unrolled.obj]] + 1).sum() / max(
@@ -40,7 +47,8 @@ def _sketch_unrolled(batch, matrices, dtype, unrolled=None):
     chunk_size = int(max(1, min(_CHUNK_VALUES // max(values_per_record, 1),
                                 _CHUNK_ELEMENTS // max(layout.n_columns, 1))))
     for lo, hi, z in coefficient_chunks(batch, unrolled, layout, chunk_size):
-        np.matmul(z.astype(dtype, copy=False), g_rows, out=sketches[lo:hi])
+        with blas_threads_for(2.0 * z.size * matrices.sketch_dim):
+            np.matmul(z.astype(dtype, copy=False), g_rows, out=sketches[lo:hi])
     return sketches
 
 

@@ -585,21 +585,32 @@ class ActivationRecorder:
         """Kept objects of one layer: (record, flat position, attributes)."""
         n, c = out.shape[:2]
         positions = out.reshape(n, c, -1)
+        p = positions.shape[2]
         strength = np.sqrt(np.einsum("ncp,ncp->np", positions, positions))
-        keep = np.ones(strength.shape, bool)
-        if self.threshold is not None:
-            keep &= strength > self.threshold
         k = self._top_k[name]
-        if k is not None and k < strength.shape[1]:
-            # Rank the positions a threshold dropped below every kept one.
-            ranked = np.where(keep, strength, -np.inf)
-            top = np.argpartition(-ranked, k - 1, axis=1)[:, :k]
-            mask = np.zeros_like(keep)
-            np.put_along_axis(mask, top, True, axis=1)
-            keep &= mask
-        record, position = np.nonzero(keep)  # row-major: by record, position
-        attributes = positions[record, :, position]
-        return record, position, attributes, strength[record, position]
+        if k is not None and k < p and self.threshold is None:
+            # Exactly k per record: the k strongest, in position order.
+            position = np.sort(np.argpartition(-strength, k - 1, axis=1)[:, :k],
+                               axis=1).reshape(-1)
+            record = np.repeat(np.arange(n), k)
+        else:
+            keep = np.ones(strength.shape, bool)
+            if self.threshold is not None:
+                keep &= strength > self.threshold
+            if k is not None and k < p:
+                # Rank the positions a threshold dropped below every kept one.
+                ranked = np.where(keep, strength, -np.inf)
+                top = np.argpartition(-ranked, k - 1, axis=1)[:, :k]
+                mask = np.zeros_like(keep)
+                np.put_along_axis(mask, top, True, axis=1)
+                keep &= mask
+            record, position = np.nonzero(keep)  # row-major: by record, position
+        # Channel vectors gathered straight from the (n, c, p) layout.
+        start = record * (c * p) + position
+        attributes = np.take(positions.reshape(-1),
+                             start[:, None] + p * np.arange(c)[None, :])
+        return (record, position, attributes,
+                np.take(strength.reshape(-1), record * p + position))
 
     def _build(self, arrays):
         n = next(iter(arrays.values())).shape[0]
@@ -662,20 +673,29 @@ def _edges(ids, record, position, spatial, previous, field, n_records):
             np.cumsum(repeat) - repeat, repeat)
         child = prev_ids[order[np.repeat(starts[record], repeat) + within]]
         return parent, child
-    # A dense map from (record, previous position) to object id (-1: none).
-    lookup = np.full((n_records, math.prod(prev_spatial)), -1, np.intp)
+    # A dense map from (record, previous position) to object id, with a last
+    # column of -1 that the cells outside the previous layer point to.
+    n_prev = math.prod(prev_spatial)
+    lookup = np.full((n_records, n_prev + 1), -1, np.intp)
     lookup[prev_record, prev_position] = prev_ids
-    coords = np.unravel_index(position, spatial)
-    candidates = np.zeros((ids.size, 1), np.intp)
-    valid = np.ones((ids.size, 1), bool)
+    cells = _window_cells(spatial, prev_spatial, field, n_prev)[position]
+    found = lookup.reshape(-1)[(record * (n_prev + 1))[:, None] + cells].reshape(-1)
+    hits = np.flatnonzero(found >= 0)  # by object, then window cell
+    return ids[hits // cells.shape[1]], found[hits]
+
+
+def _window_cells(spatial, prev_spatial, field, outside):
+    """For every position, the flat previous positions of its window.
+
+    Row-major over the window's cells; a cell past the border is ``outside``.
+    """
+    coords = np.unravel_index(np.arange(math.prod(spatial)), spatial)
+    cells = np.zeros((coords[0].size if coords else 1, 1), np.intp)
+    valid = np.ones(cells.shape, bool)
     for dim, (stride, first, last) in enumerate(field):
-        # Every previous coordinate in the window, crossed with the other dims.
+        size = prev_spatial[dim]
         c = stride * coords[dim][:, None] + np.arange(first, last + 1)[None, :]
-        inside = (c >= 0) & (c < prev_spatial[dim])
-        candidates = (candidates[:, :, None] * prev_spatial[dim]
-                      + np.clip(c, 0, prev_spatial[dim] - 1)[:, None, :]
-                      ).reshape(ids.size, -1)
-        valid = (valid[:, :, None] & inside[:, None, :]).reshape(ids.size, -1)
-    found = np.where(valid, lookup[record[:, None], candidates], -1)
-    rows, cols = np.nonzero(found >= 0)
-    return ids[rows], found[rows, cols]
+        inside = (c >= 0) & (c < size)
+        cells = (cells[:, :, None] * size + c[:, None, :]).reshape(cells.shape[0], -1)
+        valid = (valid[:, :, None] & inside[:, None, :]).reshape(cells.shape[0], -1)
+    return np.where(valid, cells, outside)
