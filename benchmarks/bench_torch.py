@@ -46,6 +46,9 @@ def main():
     parser.add_argument("--dims", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--engine", default="auto",
+                        choices=["auto", "unrolled", "levelwise"])
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     parser.add_argument("--busy-core", action="store_true",
                         help="also time with one core kept busy")
     args = parser.parse_args()
@@ -57,7 +60,8 @@ def main():
                 rows += run(args, busy=True)
     print(f"{args.n_images} images, batches of {args.batch_size}, "
           f"{rows[0]['objects_per_image']:.0f} objects per image, "
-          f"{args.threads} thread(s) for PyTorch and BLAS")
+          f"{args.threads} thread(s) for PyTorch and BLAS, engine={args.engine!r}, "
+          f"{args.dtype}")
     print(f"{'busy':>5} {'d':>5} {'forward s':>10} {'record s':>9} {'sketch s':>9} "
           f"{'rec+sk s':>9} {'/forward':>9}")
     for r in rows:
@@ -67,7 +71,8 @@ def main():
               f"{r['ratio_to_forward']:>8.1f}x")
     write_results(Path(__file__).resolve().parent / "results" / "bench_torch.json",
                   rows, n_images=args.n_images, batch_size=args.batch_size,
-                  threads=args.threads, torch=torch.__version__)
+                  threads=args.threads, engine=args.engine, dtype=args.dtype,
+                  torch=torch.__version__)
 
 
 def run(args, busy):
@@ -78,7 +83,8 @@ def run(args, busy):
     X = (X + 0.05 * rng.standard_normal(X.shape)).astype(np.float32)[:, None]
     batches = torch.tensor(X).split(args.batch_size)
     model = make_cnn(torch).eval()
-    recorder = ActivationRecorder(model, LAYERS, top_k=TOP_K)
+    recorder = ActivationRecorder(model, LAYERS, top_k=TOP_K,
+                                  dtype=np.dtype(args.dtype))
 
     def forward():
         with torch.no_grad():
@@ -93,7 +99,8 @@ def run(args, busy):
     records = record()
     rows = []
     for d in args.dims:
-        sketcher = RecursiveSketcher(d, random_state=0).fit(records[0])
+        sketcher = RecursiveSketcher(d, engine=args.engine, dtype=args.dtype,
+                                     random_state=0).fit(records[0])
         t_sketch = best_time(lambda s=sketcher: [s.transform(r) for r in records],
                              args.repeat)
         total = t_record + t_sketch
