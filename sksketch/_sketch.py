@@ -20,6 +20,7 @@ from ._plan import plan_sketch
 from ._random import ModuleMatrices
 from ._threads import blas_threads_for
 from ._unroll import ColumnLayout, coefficient_chunks, unroll
+from ._verbose import Progress
 
 # Records per chunk: at most this many coefficient values (their index and
 # value buffers then stay within the L2 cache) and coefficient-matrix entries.
@@ -27,7 +28,7 @@ _CHUNK_VALUES = 2**17
 _CHUNK_ELEMENTS = 2**22
 
 
-def _sketch_unrolled(batch, matrices, dtype, unrolled=None):
+def _sketch_unrolled(batch, matrices, dtype, unrolled=None, log=None):
     """Sketch a validated batch unrolled: ``S = Z @ G_stacked^T``, by chunks."""
     if unrolled is None:
         unrolled = unroll(batch)
@@ -49,19 +50,26 @@ def _sketch_unrolled(batch, matrices, dtype, unrolled=None):
     for lo, hi, z in coefficient_chunks(batch, unrolled, layout, chunk_size):
         with blas_threads_for(2.0 * z.size * matrices.sketch_dim):
             np.matmul(z.astype(dtype, copy=False), g_rows, out=sketches[lo:hi])
+        if log is not None:
+            log(lambda lo=lo, hi=hi: f"records {lo}-{hi - 1} of {batch.n_records} "
+                f"sketched (unrolled)", level=2)
     return sketches
 
 
-def _sketch_batch(batch, matrices, dtype, engine="auto"):
+def _sketch_batch(batch, matrices, dtype, engine="auto", log=None):
     """Sketch a validated batch, each record by the cheaper engine.
 
-    Trusts its inputs; :class:`RecursiveSketcher` validates them.
+    Trusts its inputs; :class:`RecursiveSketcher` validates them. ``log``: a
+    :class:`~sksketch._verbose.Progress`, or None.
     """
     plan = plan_sketch(batch, matrices.sketch_dim, matrices.wrapper,
                        cache_bytes=matrices._cache.max_bytes,
                        force=None if engine == "auto" else engine)
+    if log is not None:
+        log(lambda: f"engine: {int((~plan.levelwise).sum())} records unrolled, "
+            f"{int(plan.levelwise.sum())} level-wise")
     if not plan.levelwise.any():
-        return _sketch_unrolled(batch, matrices, dtype, plan.unrolled)
+        return _sketch_unrolled(batch, matrices, dtype, plan.unrolled, log)
     if plan.levelwise.all():
         return levelwise_sketch(batch, matrices, dtype)
     sketches = np.empty((batch.n_records, matrices.sketch_dim), dtype=dtype)
@@ -182,6 +190,11 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         Seeds the random matrices. With an int, every matrix is a pure function
         of ``(random_state, module, role, slot)``: the same sketches in every
         process and on every machine. Pass an int for reproducible results.
+    verbose : int, default=0
+        Progress messages on stdout from ``transform``: none with 0; with 1,
+        what is sketched, how the records split between the engines and
+        when it is done; with 2, also a line per chunk of records. They never
+        change the sketches.
 
     Attributes
     ----------
@@ -248,10 +261,12 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         "dtype": [StrOptions({"float32", "float64"}), type, np.dtype],
         "cache_size": [Interval(Real, 0, None, closed="neither")],
         "random_state": ["random_state"],
+        "verbose": ["verbose"],
     }
 
     def __init__(self, sketch_dim=256, *, wrapper="half_identity", matrix="gaussian",
-                 engine="auto", dtype="float64", cache_size=1024, random_state=None):
+                 engine="auto", dtype="float64", cache_size=1024, random_state=None,
+                 verbose=0):
         self.sketch_dim = sketch_dim
         self.wrapper = wrapper
         self.matrix = matrix
@@ -259,6 +274,7 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self.dtype = dtype
         self.cache_size = cache_size
         self.random_state = random_state
+        self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -368,13 +384,17 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             sketch of inf or NaN would decode into meaningless numbers.
         """
         check_is_fitted(self)
+        log = Progress(self, self.verbose)
         batch = as_batch(X, dtype=self._dtype)
         self._check_modules(batch, allow_new=False)
+        log(lambda: f"sketching {batch.n_records} records ({batch.n_objects} "
+            f"objects) into {self._n_features_out} dimensions")
         # Overflow is reported below, per record, rather than as a warning.
         with np.errstate(over="ignore", invalid="ignore"):
             sketches = _sketch_batch(batch, self._matrices(), self._dtype,
-                                     self.engine)
+                                     self.engine, log=log)
         _check_finite(sketches, batch)
+        log(lambda: f"sketched {batch.n_records} records")
         return sketches
 
     def fit_transform(self, X, y=None):
