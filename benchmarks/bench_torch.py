@@ -12,22 +12,31 @@ with a little noise), it times, best of ``--repeat`` after a warm-up:
 - ``sketch``: ``RecursiveSketcher.transform`` of every batch, at each ``d``
   (fitted once before timing).
 
+PyTorch and the BLAS NumPy calls both run on ``--threads`` threads (default
+1), so that the network and the sketches get the same resources.
+``--busy-core`` times everything again while another process keeps one core
+busy. ``--cpu-time`` times with the process's CPU time instead of the wall
+clock: on a shared machine, other jobs then add nothing (with one thread).
+
 Prints a table and writes ``benchmarks/results/bench_torch.json``.
-Run: ``python benchmarks/bench_torch.py [--n-images 10000] [--repeat 3]``
+Run: ``python benchmarks/bench_torch.py [--n-images 10000] [--repeat 5]``
 """
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
+from threadpoolctl import threadpool_limits
 
 from sksketch import RecursiveSketcher
 from sksketch.torch import ActivationRecorder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import busy_core as busy  # noqa: E402
 from common import best_time, write_results  # noqa: E402
 from demo import LAYERS, TOP_K, make_cnn  # noqa: E402
 
@@ -36,11 +45,42 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-images", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--dims", type=int, nargs="+", default=[32, 64, 256])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dims", type=int, nargs="+", default=[32, 64, 128, 256])
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--engine", default="auto",
+                        choices=["auto", "unrolled", "levelwise"])
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with the process's CPU time (one thread)")
+    parser.add_argument("--busy-core", action="store_true",
+                        help="also time with one core kept busy")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    with threadpool_limits(args.threads, user_api="blas"):
+        rows = run(args, busy=False)
+        if args.busy_core:
+            with busy.busy_core(True):
+                rows += run(args, busy=True)
+    print(f"{args.n_images} images, batches of {args.batch_size}, "
+          f"{rows[0]['objects_per_image']:.0f} objects per image, "
+          f"{args.threads} thread(s) for PyTorch and BLAS, engine={args.engine!r}, "
+          f"{args.dtype}, {'CPU' if args.cpu_time else 'wall'} time")
+    print(f"{'busy':>5} {'d':>5} {'forward s':>10} {'record s':>9} {'sketch s':>9} "
+          f"{'rec+sk s':>9} {'/forward':>9}")
+    for r in rows:
+        print(f"{'yes' if r['busy_core'] else 'no':>5} {r['sketch_dim']:>5} "
+              f"{r['forward_s']:>10.3f} {r['record_s']:>9.3f} "
+              f"{r['sketch_s']:>9.3f} {r['record_plus_sketch_s']:>9.3f} "
+              f"{r['ratio_to_forward']:>8.1f}x")
+    write_results(Path(__file__).resolve().parent / "results" / "bench_torch.json",
+                  rows, n_images=args.n_images, batch_size=args.batch_size,
+                  threads=args.threads, engine=args.engine, dtype=args.dtype,
+                  clock="cpu" if args.cpu_time else "wall",
+                  torch=torch.__version__)
+
+
+def run(args, busy):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     images = load_digits().images / 16.0
@@ -48,7 +88,8 @@ def main():
     X = (X + 0.05 * rng.standard_normal(X.shape)).astype(np.float32)[:, None]
     batches = torch.tensor(X).split(args.batch_size)
     model = make_cnn(torch).eval()
-    recorder = ActivationRecorder(model, LAYERS, top_k=TOP_K)
+    recorder = ActivationRecorder(model, LAYERS, top_k=TOP_K,
+                                  dtype=np.dtype(args.dtype))
 
     def forward():
         with torch.no_grad():
@@ -58,32 +99,36 @@ def main():
     def record():
         return [recorder.record(b) for b in batches]
 
-    t_forward = best_time(forward, args.repeat)
-    t_record = best_time(record, args.repeat)
+    if args.cpu_time:
+        def timed(function, repeat):
+            function()
+            times = []
+            for _ in range(repeat):
+                start = time.process_time()
+                function()
+                times.append(time.process_time() - start)
+            return min(times)
+    else:
+        timed = best_time
+    t_forward = timed(forward, args.repeat)
+    t_record = timed(record, args.repeat)
     records = record()
     rows = []
     for d in args.dims:
-        sketcher = RecursiveSketcher(d, random_state=0).fit(records[0])
-        t_sketch = best_time(lambda s=sketcher: [s.transform(r) for r in records],
-                             args.repeat)
+        sketcher = RecursiveSketcher(d, engine=args.engine, dtype=args.dtype,
+                                     random_state=0).fit(records[0])
+        t_sketch = timed(lambda s=sketcher: [s.transform(r) for r in records],
+                         args.repeat)
         total = t_record + t_sketch
-        rows.append({"sketch_dim": d, "forward_s": t_forward, "record_s": t_record,
-                     "sketch_s": t_sketch, "record_plus_sketch_s": total,
+        rows.append({"busy_core": busy, "sketch_dim": d, "forward_s": t_forward,
+                     "record_s": t_record, "sketch_s": t_sketch,
+                     "record_plus_sketch_s": total,
                      "ratio_to_forward": total / t_forward})
     n_objects = sum(r.n_objects for r in records)
-    print(f"{args.n_images} images, batches of {args.batch_size}, "
-          f"{n_objects / args.n_images:.0f} objects per image, "
-          f"{args.threads} torch thread(s)")
-    print(f"{'d':>5} {'forward s':>10} {'record s':>9} {'sketch s':>9} "
-          f"{'rec+sk s':>9} {'/forward':>9}")
-    for r in rows:
-        print(f"{r['sketch_dim']:>5} {r['forward_s']:>10.3f} {r['record_s']:>9.3f} "
-              f"{r['sketch_s']:>9.3f} {r['record_plus_sketch_s']:>9.3f} "
-              f"{r['ratio_to_forward']:>8.1f}x")
-    write_results(Path(__file__).resolve().parent / "results" / "bench_torch.json",
-                  rows, n_images=args.n_images, batch_size=args.batch_size,
-                  objects_per_image=n_objects / args.n_images, threads=args.threads,
-                  torch=torch.__version__)
+    for row in rows:
+        row["objects_per_image"] = n_objects / args.n_images
+    return rows
+
 
 if __name__ == "__main__":
     main()

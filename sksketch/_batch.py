@@ -239,6 +239,64 @@ class RecordBatch:
         return batch
 
     @classmethod
+    def _from_layers(cls, layers, *, n_records, parent, child, dtype):
+        """Trusted constructor for objects numbered layer by layer (recorders).
+
+        Internal to sksketch. ``layers`` lists ``(name, record, slot, weight,
+        attributes)`` per module, in object order: the objects of layer ``i``
+        come after those of layers ``< i``, module names are distinct and
+        valid, records lie in ``[0, n_records)``, slots are non-negative
+        ints, weights >= 0, and every edge ``(parent, child)``
+        joins objects of one record, a later layer consuming an earlier one
+        (so the edges form a DAG), each pair once. Returns the batch the
+        validating constructor gives for the same arrays, or that
+        constructor's error when an attribute or weight is not finite.
+        """
+        dtype = np.dtype(dtype)
+        names = [layer[0] for layer in layers]
+        sizes = np.array([layer[1].size for layer in layers], np.intp)
+        attributes = [np.ascontiguousarray(layer[4], dtype=dtype) for layer in layers]
+        if not (all(np.isfinite(block).all() for block in attributes)
+                and all(np.isfinite(layer[3]).all() for layer in layers)):
+            # Rare: the validating constructor names the object.
+            module = np.repeat(np.asarray(names), sizes)
+            return cls(module=module, n_records=n_records,
+                       attributes=dict(zip(names, attributes)),
+                       record=np.concatenate([layer[1] for layer in layers]),
+                       weight=np.concatenate([layer[3] for layer in layers]),
+                       slot=np.concatenate([layer[2] for layer in layers]),
+                       edges=np.stack((parent, child), axis=1), dtype=dtype)
+        # Module codes follow the sorted names, as the validating path's.
+        order = sorted(range(len(names)), key=names.__getitem__)
+        code_of_layer = np.empty(len(names), np.intp)
+        code_of_layer[order] = np.arange(len(names))
+        n_objects = int(sizes.sum())
+        slot = np.concatenate([layer[2] for layer in layers]).astype(np.intp,
+                                                                     copy=False)
+        present = np.bincount(slot, minlength=1) > 0
+        slot_keys = np.flatnonzero(present)
+        slot_code_of = np.cumsum(present) - 1
+        parent = np.asarray(parent, np.intp)
+        child = np.asarray(child, np.intp)
+        return cls._from_arrays(
+            n_records=int(n_records),
+            _object_ids=None,
+            _record=np.concatenate([layer[1] for layer in layers]).astype(
+                np.intp, copy=False),
+            _module_names=tuple(names[i] for i in order),
+            _module_codes=np.repeat(code_of_layer, sizes),
+            _rows=np.concatenate([np.arange(size, dtype=np.intp) for size in sizes]
+                                 or [np.zeros(0, np.intp)]),
+            _attributes=tuple(attributes[i] for i in order),
+            _weight=np.concatenate([layer[3] for layer in layers]).astype(dtype),
+            _slot_keys=tuple(slot_keys.tolist()),
+            _slot_codes=slot_code_of[slot],
+            _parent=parent,
+            _child=child,
+            _roots=np.flatnonzero(np.bincount(child, minlength=n_objects) == 0),
+        )
+
+    @classmethod
     def from_parsed(cls, parsed, *, dtype=np.float64):
         """A batch of records whose objects :func:`parse_objects` checked.
 

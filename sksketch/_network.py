@@ -27,6 +27,7 @@ from ._array_api import as_dtype, backend_of, check_floating, to_backend, zeros
 from ._batch import as_batch
 from ._recover import _is_records, path_name
 from ._threads import one_blas_thread
+from ._verbose import Progress
 
 
 class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
@@ -56,6 +57,8 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
     n_jobs : int, default=None
         Sketches only: threads over the independent groups of subspaces
         (``None``: one, ``-1``: all). The result does not depend on it.
+    verbose : int, default=0
+        Progress messages on stdout from ``fit`` (none with 0).
 
     Attributes
     ----------
@@ -109,16 +112,18 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
         "n_subsample": [Interval(Integral, 2, None, closed="left")],
         "random_state": ["random_state"],
         "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
     }
 
     def __init__(self, *, layers=None, max_depth=None, alpha=1e-6, n_subsample=2000,
-                 random_state=None, n_jobs=None):
+                 random_state=None, n_jobs=None, verbose=0):
         self.layers = layers
         self.max_depth = max_depth
         self.alpha = alpha
         self.n_subsample = n_subsample
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -139,6 +144,9 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
         X = validate_data(self, X, dtype=[np.float64, np.float32],
                           ensure_min_samples=2)
         S = X.astype(np.float64)
+        log = Progress(self, self.verbose)
+        log(lambda: f"fitting on {S.shape[0]} sketches of dimension {S.shape[1]}, "
+            f"{'with' if y is not None and _is_records(y) else 'without'} records")
         if y is not None and _is_records(y):
             batch = as_batch(y)
             if batch.n_records != S.shape[0]:
@@ -158,6 +166,8 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
         unsplit = fitted.pop("unsplit", [])
         for name, value in fitted.items():
             setattr(self, name, value)
+        log(lambda: f"recovered {len(self.blocks_)} path blocks, relative "
+            f"residual {self.error_:.3g}")
         if unsplit:
             groups = "; ".join(f"{dim} dimensions, {n} sketches: {reason}"
                                for dim, n, reason in unsplit)

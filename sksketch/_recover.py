@@ -27,6 +27,7 @@ from ._decode import Structure, kept_coordinates, make_decoder
 from ._records import ActivationRecord, canonical_slot
 from ._sketch import RecursiveSketcher
 from ._unroll import ColumnLayout, unroll
+from ._verbose import Progress
 
 
 class OutOfStructureWarning(UserWarning):
@@ -89,6 +90,9 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
     threshold : float, default=0.5
         Weighted count above which a path counts as present: it is used by
         ``unroll``, and means are reported as 0 below it.
+    verbose : int, default=0
+        Progress messages on stdout from ``fit`` (none with 0): the sketcher
+        fitted, and the paths and unknowns learned.
 
     Attributes
     ----------
@@ -152,16 +156,18 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
         "max_active": [Interval(Real, 0, 1, closed="right")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "threshold": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
     }
 
     def __init__(self, sketcher=None, *, method="lstsq", max_depth=None,
-                 max_active=0.5, tol=1e-10, threshold=0.5):
+                 max_active=0.5, tol=1e-10, threshold=0.5, verbose=0):
         self.sketcher = sketcher
         self.method = method
         self.max_depth = max_depth
         self.max_active = max_active
         self.tol = tol
         self.threshold = threshold
+        self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
@@ -178,6 +184,7 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
         -------
         self : SketchAttributeRecoverer
         """
+        log = Progress(self, self.verbose)
         sketcher = RecursiveSketcher() if self.sketcher is None else self.sketcher
         batch = as_batch(X)
         if hasattr(sketcher, "seed_"):
@@ -185,9 +192,12 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
             self.sketcher_ = sketcher
         else:
             self.sketcher_ = clone(sketcher).fit(batch)
+            log(lambda: f"fitted the sketcher on {batch.n_records} records")
         items = _learned_items(batch, self.max_depth,
                                self.sketcher_._matrices().sketch_dim)
         self._structure = Structure(items, self.sketcher_.modules_)
+        log(lambda: f"learned {len(self._structure.paths)} module paths and "
+            f"{len(items)} (path, slot) blocks from {batch.n_records} records")
         self.paths_ = list(self._structure.paths)
         self.slots_ = {path: list(slots)
                        for path, slots in self._structure.slots_of.items()}

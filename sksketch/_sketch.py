@@ -28,7 +28,9 @@ from ._levelwise import levelwise_sketch
 from ._paths import PathBlocks
 from ._plan import plan_sketch
 from ._random import ModuleMatrices
+from ._threads import blas_threads_for
 from ._unroll import ColumnLayout, coefficient_chunks, unroll
+from ._verbose import Progress
 
 # Records per chunk: at most this many coefficient values (their index and
 # value buffers then stay within the L2 cache) and coefficient-matrix entries.
@@ -36,7 +38,8 @@ _CHUNK_VALUES = 2**17
 _CHUNK_ELEMENTS = 2**22
 
 
-def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY):
+def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY,
+                     log=None):
     """Sketch a validated batch unrolled: ``S = Z @ G_stacked^T``, by chunks.
 
     The coefficients ``Z`` are assembled on the host (from the records'
@@ -45,8 +48,15 @@ def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY):
     if unrolled is None:
         unrolled = unroll(batch)
     layout = ColumnLayout.from_unrolled(batch, unrolled)
-    blocks = PathBlocks(matrices, batch.module_dims)
-    g_rows = to_backend(blocks.stack(layout, dtype=dtype), backend)
+    # The stacked blocks of a layout are cached whole (on their backend):
+    # batches of one network (a recorder's) keep meeting the same layout, and
+    # restacking it costs a Python step per block.
+    key = ("stacked", tuple(layout.items), np.dtype(dtype).str, backend.key)
+    g_rows = matrices._cache.get(key)
+    if g_rows is None:
+        blocks = PathBlocks(matrices, batch.module_dims)
+        g_rows = matrices._cache.put(key, to_backend(
+            blocks.stack(layout, dtype=dtype), backend))
     host = _on_host(batch)
     sketches = zeros(backend, (batch.n_records, matrices.sketch_dim), dtype)
     dims = np.array(list(batch.module_dims.values()) or [0], np.intp)
@@ -55,7 +65,11 @@ def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY):
     chunk_size = int(max(1, min(_CHUNK_VALUES // max(values_per_record, 1),
                                 _CHUNK_ELEMENTS // max(layout.n_columns, 1))))
     for lo, hi, z in coefficient_chunks(host, unrolled, layout, chunk_size):
-        sketches[lo:hi, ...] = to_backend(z, backend, dtype) @ g_rows
+        with blas_threads_for(2.0 * z.size * matrices.sketch_dim):
+            sketches[lo:hi, ...] = to_backend(z, backend, dtype) @ g_rows
+        if log is not None:
+            log(lambda lo=lo, hi=hi: f"records {lo}-{hi - 1} of {batch.n_records} "
+                f"sketched (unrolled)", level=2)
     return sketches
 
 
@@ -68,16 +82,21 @@ def _on_host(batch):
     return type(batch)._from_arrays(**state)
 
 
-def _sketch_batch(batch, matrices, dtype, engine="auto", backend=NUMPY):
+def _sketch_batch(batch, matrices, dtype, engine="auto", backend=NUMPY, log=None):
     """Sketch a validated batch, each record by the cheaper engine.
 
-    Trusts its inputs; :class:`RecursiveSketcher` validates them.
+    Trusts its inputs; :class:`RecursiveSketcher` validates them. ``log``: a
+    :class:`~sksketch._verbose.Progress`, or None.
     """
     plan = plan_sketch(batch, matrices.sketch_dim, matrices.wrapper,
                        cache_bytes=matrices._cache.max_bytes,
                        force=None if engine == "auto" else engine)
+    if log is not None:
+        log(lambda: f"engine: {int((~plan.levelwise).sum())} records unrolled, "
+            f"{int(plan.levelwise.sum())} level-wise")
     if not plan.levelwise.any():
-        return _sketch_unrolled(batch, matrices, dtype, plan.unrolled, backend)
+        return _sketch_unrolled(batch, matrices, dtype, plan.unrolled, backend,
+                                log)
     if plan.levelwise.all():
         return levelwise_sketch(batch, matrices, dtype, backend)
     parts, order = [], []
@@ -203,6 +222,11 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         Seeds the random matrices. With an int, every matrix is a pure function
         of ``(random_state, module, role, slot)``: the same sketches in every
         process and on every machine. Pass an int for reproducible results.
+    verbose : int, default=0
+        Progress messages on stdout from ``transform``: none with 0; with 1,
+        what is sketched, how the records split between the engines and
+        when it is done; with 2, also a line per chunk of records. They never
+        change the sketches.
 
     Attributes
     ----------
@@ -269,10 +293,12 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         "dtype": [StrOptions({"float32", "float64"}), type, np.dtype],
         "cache_size": [Interval(Real, 0, None, closed="neither")],
         "random_state": ["random_state"],
+        "verbose": ["verbose"],
     }
 
     def __init__(self, sketch_dim=256, *, wrapper="half_identity", matrix="gaussian",
-                 engine="auto", dtype="float64", cache_size=1024, random_state=None):
+                 engine="auto", dtype="float64", cache_size=1024, random_state=None,
+                 verbose=0):
         self.sketch_dim = sketch_dim
         self.wrapper = wrapper
         self.matrix = matrix
@@ -280,6 +306,7 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self.dtype = dtype
         self.cache_size = cache_size
         self.random_state = random_state
+        self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -389,14 +416,18 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
             sketch of inf or NaN would decode into meaningless numbers.
         """
         check_is_fitted(self)
+        log = Progress(self, self.verbose)
         batch = as_batch(X, dtype=self._dtype)
         self._check_modules(batch, allow_new=False)
+        log(lambda: f"sketching {batch.n_records} records ({batch.n_objects} "
+            f"objects) into {self._n_features_out} dimensions")
         # Overflow is reported below, per record, rather than as a warning.
         backend = backend_of(*batch._attributes)
         with np.errstate(over="ignore", invalid="ignore"):
             sketches = _sketch_batch(batch, self._matrices(), self._dtype,
-                                     self.engine, backend)
+                                     self.engine, backend, log=log)
         _check_finite(sketches, batch, backend)
+        log(lambda: f"sketched {batch.n_records} records")
         return sketches
 
     def fit_transform(self, X, y=None):

@@ -585,26 +585,36 @@ class ActivationRecorder:
         """Kept objects of one layer: (record, flat position, attributes)."""
         n, c = out.shape[:2]
         positions = out.reshape(n, c, -1)
+        p = positions.shape[2]
         strength = np.sqrt(np.einsum("ncp,ncp->np", positions, positions))
-        keep = np.ones(strength.shape, bool)
-        if self.threshold is not None:
-            keep &= strength > self.threshold
         k = self._top_k[name]
-        if k is not None and k < strength.shape[1]:
-            # Rank the positions a threshold dropped below every kept one.
-            ranked = np.where(keep, strength, -np.inf)
-            top = np.argpartition(-ranked, k - 1, axis=1)[:, :k]
-            mask = np.zeros_like(keep)
-            np.put_along_axis(mask, top, True, axis=1)
-            keep &= mask
-        record, position = np.nonzero(keep)  # row-major: by record, position
-        attributes = positions[record, :, position]
-        return record, position, attributes, strength[record, position]
+        if k is not None and k < p and self.threshold is None:
+            # Exactly k per record: the k strongest, in position order.
+            position = np.sort(np.argpartition(-strength, k - 1, axis=1)[:, :k],
+                               axis=1).reshape(-1)
+            record = np.repeat(np.arange(n), k)
+        else:
+            keep = np.ones(strength.shape, bool)
+            if self.threshold is not None:
+                keep &= strength > self.threshold
+            if k is not None and k < p:
+                # Rank the positions a threshold dropped below every kept one.
+                ranked = np.where(keep, strength, -np.inf)
+                top = np.argpartition(-ranked, k - 1, axis=1)[:, :k]
+                mask = np.zeros_like(keep)
+                np.put_along_axis(mask, top, True, axis=1)
+                keep &= mask
+            record, position = np.nonzero(keep)  # row-major: by record, position
+        # Channel vectors gathered straight from the (n, c, p) layout.
+        start = record * (c * p) + position
+        attributes = np.take(positions.reshape(-1),
+                             start[:, None] + p * np.arange(c)[None, :])
+        return (record, position, attributes,
+                np.take(strength.reshape(-1), record * p + position))
 
     def _build(self, arrays):
         n = next(iter(arrays.values())).shape[0]
-        module, record_of, slot, weight, parent, child = [], [], [], [], [], []
-        attributes = {}
+        layers, parent, child = [], [], []
         previous = None  # (object ids, record, position, spatial shape)
         offset = 0
         for index, name in enumerate(self.layers):
@@ -629,11 +639,7 @@ class ActivationRecorder:
                     raise ValueError(f"ActivationRecorder: layer {name!r}, "
                                      f"record {record[bad[0]]}: field 'weight' "
                                      f"must be finite and >= 0; got {w[bad[0]]}")
-            module.append(np.full(record.size, index, np.intp))
-            record_of.append(record)
-            slot.append(position)
-            weight.append(w)
-            attributes[name] = attrs
+            layers.append((name, record, position, w, attrs))
             spatial = out.shape[2:]
             if previous is not None:
                 p, c = _edges(ids, record, position, spatial, previous,
@@ -641,19 +647,21 @@ class ActivationRecorder:
                 parent.append(p)
                 child.append(c)
             previous = (ids, record, position, spatial)
-        names = np.asarray(self.layers)
-        edges = (np.stack((np.concatenate(parent), np.concatenate(child)), axis=1)
-                 if parent else None)
-        return RecordBatch(
-            module=names[np.concatenate(module)], attributes=attributes,
-            record=np.concatenate(record_of), n_records=n,
-            weight=np.concatenate(weight), slot=np.concatenate(slot),
-            edges=edges, dtype=self.dtype)
+        empty = np.zeros(0, np.intp)
+        # Built by construction as the batch requires (distinct valid names,
+        # integer slots, edges from a layer to the one before it, each once):
+        # the trusted constructor skips the checks of arbitrary arrays.
+        return RecordBatch._from_layers(
+            layers, n_records=n,
+            parent=np.concatenate(parent) if parent else empty,
+            child=np.concatenate(child) if child else empty, dtype=self.dtype)
 
 
 def _edges(ids, record, position, spatial, previous, field, n_records):
     """(parent, child) pairs: each object and the previous objects it reads."""
     prev_ids, prev_record, prev_position, prev_spatial = previous
+    if not (ids.size and prev_ids.size):  # a layer kept no object
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
     if field == _ALL:
         # Every object consumes every previous object of its record.
         order = np.argsort(prev_record, kind="stable")
@@ -665,20 +673,29 @@ def _edges(ids, record, position, spatial, previous, field, n_records):
             np.cumsum(repeat) - repeat, repeat)
         child = prev_ids[order[np.repeat(starts[record], repeat) + within]]
         return parent, child
-    # A dense map from (record, previous position) to object id (-1: none).
-    lookup = np.full((n_records, math.prod(prev_spatial)), -1, np.intp)
+    # A dense map from (record, previous position) to object id, with a last
+    # column of -1 that the cells outside the previous layer point to.
+    n_prev = math.prod(prev_spatial)
+    lookup = np.full((n_records, n_prev + 1), -1, np.intp)
     lookup[prev_record, prev_position] = prev_ids
-    coords = np.unravel_index(position, spatial)
-    candidates = np.zeros((ids.size, 1), np.intp)
-    valid = np.ones((ids.size, 1), bool)
+    cells = _window_cells(spatial, prev_spatial, field, n_prev)[position]
+    found = lookup.reshape(-1)[(record * (n_prev + 1))[:, None] + cells].reshape(-1)
+    hits = np.flatnonzero(found >= 0)  # by object, then window cell
+    return ids[hits // cells.shape[1]], found[hits]
+
+
+def _window_cells(spatial, prev_spatial, field, outside):
+    """For every position, the flat previous positions of its window.
+
+    Row-major over the window's cells; a cell past the border is ``outside``.
+    """
+    coords = np.unravel_index(np.arange(math.prod(spatial)), spatial)
+    cells = np.zeros((coords[0].size if coords else 1, 1), np.intp)
+    valid = np.ones(cells.shape, bool)
     for dim, (stride, first, last) in enumerate(field):
-        # Every previous coordinate in the window, crossed with the other dims.
+        size = prev_spatial[dim]
         c = stride * coords[dim][:, None] + np.arange(first, last + 1)[None, :]
-        inside = (c >= 0) & (c < prev_spatial[dim])
-        candidates = (candidates[:, :, None] * prev_spatial[dim]
-                      + np.clip(c, 0, prev_spatial[dim] - 1)[:, None, :]
-                      ).reshape(ids.size, -1)
-        valid = (valid[:, :, None] & inside[:, None, :]).reshape(ids.size, -1)
-    found = np.where(valid, lookup[record[:, None], candidates], -1)
-    rows, cols = np.nonzero(found >= 0)
-    return ids[rows], found[rows, cols]
+        inside = (c >= 0) & (c < size)
+        cells = (cells[:, :, None] * size + c[:, None, :]).reshape(cells.shape[0], -1)
+        valid = (valid[:, :, None] & inside[:, None, :]).reshape(cells.shape[0], -1)
+    return np.where(valid, cells, outside)

@@ -4,7 +4,12 @@ import sys
 import numpy as np
 import pytest
 
-from sksketch import RecursiveSketcher, SketchAttributeRecoverer, suggest_sketch_dim
+from sksketch import (
+    RecordBatch,
+    RecursiveSketcher,
+    SketchAttributeRecoverer,
+    suggest_sketch_dim,
+)
 
 from .conftest import path_statistics
 
@@ -108,6 +113,59 @@ def test_threshold_weight_one_and_callable_weight():
     with pytest.raises(ValueError, match="layer 'conv1', record 0: field 'weight'"):
         ActivationRecorder(model, ["conv1"],
                            weight=lambda layer, a: -np.ones(len(a))).record(x)
+
+
+def _demo_like_cnn():
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("conv1", nn.Conv2d(1, 4, 3, padding=1))
+    model.add_module("relu", nn.ReLU())
+    model.add_module("pool", nn.MaxPool2d(2))
+    model.add_module("conv2", nn.Conv2d(4, 3, 3, padding=1))
+    model.add_module("flat", nn.Flatten())
+    model.add_module("fc", nn.Linear(3 * 16, 5))
+    return model.eval()
+
+
+@pytest.mark.parametrize("options", [
+    {"top_k": {"conv1": 5, "conv2": 3}}, {}, {"threshold": 0.3},
+    {"top_k": 4, "threshold": 0.2, "weight": "one", "dtype": np.float32}])
+def test_recorded_batch_is_the_one_the_validating_constructor_builds(options):
+    # The recorder skips RecordBatch's checks; given the same arrays, the
+    # checking constructor must build the very same batch.
+    batch = ActivationRecorder(_demo_like_cnn(), ["conv1", "conv2", "fc"],
+                               **options).record(torch.randn(7, 1, 8, 8))
+    names = np.asarray(batch._module_names)[batch._module_codes]
+    checked = RecordBatch(
+        module=names, attributes=dict(zip(batch._module_names, batch._attributes)),
+        record=batch._record, n_records=batch.n_records, weight=batch._weight,
+        slot=np.asarray(batch._slot_keys, np.intp)[batch._slot_codes],
+        edges=np.stack((batch._parent, batch._child), axis=1), dtype=batch.dtype)
+    assert set(vars(batch)) == set(vars(checked))
+    for name, value in vars(checked).items():
+        mine = getattr(batch, name)
+        if isinstance(value, np.ndarray):
+            assert mine.dtype == value.dtype and np.array_equal(mine, value), name
+        elif name == "_attributes":
+            assert all(a.dtype == b.dtype and np.array_equal(a, b)
+                       for a, b in zip(mine, value, strict=True))
+        else:
+            assert mine == value, name
+
+
+def test_a_layer_keeping_no_object_and_non_finite_activations():
+    model = _demo_like_cnn()
+    batch = ActivationRecorder(model, ["conv1", "conv2", "fc"],
+                               threshold=1e6).record(torch.randn(3, 1, 8, 8))
+    assert batch.n_objects == 0 and batch.n_records == 3
+    assert batch.module_dims == {"conv1": 4, "conv2": 3, "fc": 5}
+    S = RecursiveSketcher(16, random_state=0).fit_transform(batch)
+    assert S.shape == (3, 16) and not S.any()
+    x = torch.randn(3, 1, 8, 8)
+    x[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="record 1, object .*: field 'attributes' "
+                                         "holds non-finite values"):
+        ActivationRecorder(model, ["conv1", "fc"]).record(x)
 
 
 def test_recorder_leaves_the_model_as_it_was():
