@@ -105,7 +105,11 @@ def read_batch(file, *, dtype=np.float64):
     ``benchmarks/bench_io.py``): each line's objects
     are checked and kept as lists, and the structure of all records (cycles,
     default slots, finiteness, dimensions) is checked in one vectorized pass,
-    without building an :class:`ActivationRecord` per line.
+    without building an :class:`ActivationRecord` per line. With msgspec
+    installed (``pip install 'sksketch[fast]'``), each line is decoded and its
+    fields' types checked in C, 2-3 times faster again; a line msgspec
+    refuses is read again with ``json``, so that the batch and every
+    error message are the same with or without it.
 
     Parameters
     ----------
