@@ -291,7 +291,10 @@ class LstsqDecoder:
             # tol is the pursuit's stopping rule: not used here.
             noise = np.full(sketches.shape[0], _noise_level(eps, kept.size, cond))
         else:
-            z, residual, cond = factor[0].solve(to_numpy(sketches))
+            # Below this condition number the noise level is tol: the
+            # pursuit need not compute it exactly there.
+            cond_limit = self.tol / _noise_level(eps, kept.size, 1.0)
+            z, residual, cond = factor[0].solve(to_numpy(sketches), cond_limit)
             z, residual = (to_backend(a, backend, sketches.dtype)
                            for a in (z, residual))
             noise = np.maximum(self.tol, _noise_level(eps, kept.size, cond))
@@ -344,13 +347,31 @@ def _unit_columns(g):
     return g / norms, norms
 
 
+# Smallest squared distance (in units of the unit-norm columns) of a group's
+# column to the span already chosen: a group closer to it than 1e-5 adds
+# nothing the least squares could resolve, and is not taken.
+_MIN_PIVOT = 1e-10
+
+# The pursuit keeps, per sketch, the inverse Cholesky factor of its chosen
+# columns (budget x budget at most): chunks of sketches hold at most this many
+# bytes of them.
+_FACTOR_BYTES = 2**29
+
+
 class _GroupPursuit:
-    """Group orthogonal matching pursuit, batched over sketches.
+    """Group orthogonal matching pursuit, batched over sketches (Batch-OMP).
 
     Each iteration picks, for every unfinished sketch at once, the group
     (one block: a path's presence, or one (path, slot) attribute block) whose
-    span holds most of the residual, then solves least squares on each
-    sketch's groups as one stacked solve of padded normal equations.
+    span holds most of the residual, as orthogonal matching pursuit does.
+    Nothing is re-solved: as in Batch-OMP (Rubinstein, Zibulevsky and Elad,
+    2008), each sketch keeps the inverse Cholesky factor ``L^-1`` of the Gram
+    matrix of its chosen columns, in the order chosen, and a group of ``k``
+    columns appends ``k`` rows to it. The residual's correlations live in
+    coefficient space (``G^T`` times the residual, read through each group's
+    orthonormal basis) and move by one product per step, with a precomputed
+    ``G^T B``. The steps are vectorized over sketches: one stacked product
+    per step, not one solve per sketch.
     """
 
     def __init__(self, g, norms, offsets, max_active, tol):
@@ -367,96 +388,347 @@ class _GroupPursuit:
         for lo, hi in zip(offsets[:-1], offsets[1:]):
             span = _span(g[:, lo:hi])
             self.basis[:, lo:lo + span.shape[1]] = span
+        # The projections of the columns on the bases: the residual's
+        # projections move by (change of coefficients) @ cross.
+        self.cross = g.T @ self.basis
         # reduceat sums a group from its offset to the next one; a group of
         # width 0 (a module without attributes) has no columns to sum (it
         # would read its neighbour's), and can never explain a residual.
         self.scored = np.flatnonzero(self.widths > 0)
 
-    def solve(self, sketches, chunk=256):
-        """Coefficients, residuals and each sketch's support's condition number."""
-        z = np.zeros((sketches.shape[0], self.g.shape[1]))
-        residual = np.empty_like(sketches)
-        cond = np.ones(sketches.shape[0])
-        # Each step solves a stack of small systems (one LAPACK call each):
-        # BLAS threads only spin against each other there, and far worse when
-        # another process holds a core. One thread, as in scikit-learn's KMeans.
+    def solve(self, sketches, cond_limit=0.0):
+        """Coefficients, residuals and each sketch's support's condition number.
+
+        The condition number is exact where it exceeds ``cond_limit``; below
+        it, an upper bound that is also below it (``cond_limit`` is where the
+        condition number starts to matter to the caller).
+        """
+        n, n_columns = sketches.shape[0], self.g.shape[1]
+        z = np.zeros((n, n_columns))
+        cond = np.ones(n)
+        budget = max(int(min(self.max_active, n_columns)), 1)
+        chunk = int(np.clip(_FACTOR_BYTES // (8 * budget**2), 16, 4096))
+        # Each step is a few stacked products of small matrices: BLAS threads
+        # only spin against each other there, and far worse when another
+        # process holds a core. One thread, as in scikit-learn's KMeans.
         with one_blas_thread():
-            for lo in range(0, sketches.shape[0], chunk):
+            for lo in range(0, n, chunk):
                 part = slice(lo, lo + chunk)
-                z[part], residual[part], cond[part] = self._solve(sketches[part])
+                z[part], cond[part], columns, width = self._solve(sketches[part])
+                unsure = np.flatnonzero(cond[part] > cond_limit)
+                if unsure.size:
+                    cond[lo + unsure] = self._condition(columns[unsure], width[unsure])
+            residual = sketches - z @ self.g.T
         return z / self.norms, residual, cond
 
     def _solve(self, s):
-        n, n_groups = s.shape[0], self.widths.size
-        support = np.zeros((n, n_groups), dtype=bool)
-        width = np.zeros(n, dtype=np.intp)
-        z = np.zeros((n, self.g.shape[1]))
-        gts = s @ self.g
-        residual = s.copy()
-        target = self.tol * np.linalg.norm(s, axis=1)
-        todo = np.flatnonzero(np.linalg.norm(residual, axis=1) > target)
-        while todo.size:
-            scores = np.full((todo.size, n_groups), -np.inf)
-            scores[:, self.scored] = np.add.reduceat(
-                (residual[todo] @ self.basis) ** 2, self.offsets[self.scored], axis=1)
-            scores[support[todo]] = -np.inf
-            scores[width[todo, None] + self.widths[None, :] > self.max_active] = -np.inf
-            best = np.argmax(scores, axis=1)
-            can_grow = np.isfinite(scores[np.arange(todo.size), best])
-            todo, best = todo[can_grow], best[can_grow]
-            if not todo.size:
-                break
-            support[todo, best] = True
-            width[todo] += self.widths[best]
-            z[todo] = self._least_squares(support[todo], gts[todo])
-            residual[todo] = s[todo] - z[todo] @ self.g.T
-            still = np.linalg.norm(residual[todo], axis=1) > target[todo]
-            todo = todo[still]
-        return z, residual, self._condition(support)
+        """Pursue a chunk of sketches.
 
-    def _condition(self, support):
+        Returns the coefficients of the unit columns, an upper bound of the
+        condition number of each sketch's chosen columns, and those columns
+        (padded) with their number.
+        """
+        n, n_columns = s.shape[0], self.g.shape[1]
+        budget = max(int(min(self.max_active, n_columns)), 1)
+        norm2 = np.einsum("ij,ij->i", s, s)
+        target2 = self.tol**2 * norm2
+        x = np.zeros((n, n_columns))
+        columns_out = np.zeros((n, budget), dtype=np.intp)
+        width_out = np.zeros(n, dtype=np.intp)
+        inverse_trace = np.zeros(n)
+        # The state of the sketches still pursued: ``index`` are their rows in
+        # ``s``; dead rows (finished) stay until the state is compacted.
+        index = np.flatnonzero(norm2 > target2)
+        state = _PursuitState(s[index], self, budget)
+        while True:
+            n_alive = np.count_nonzero(state.alive)
+            if n_alive <= 0.7 * state.size:
+                finished = ~state.alive
+                x[index[finished]] = state.x[finished]
+                columns_out[index[finished]] = state.columns[finished]
+                width_out[index[finished]] = state.width[finished]
+                inverse_trace[index[finished]] = state.inverse_trace(finished)
+                index = index[state.alive][state.compact()]
+            if not n_alive:
+                break
+            state.step(self, budget, target2[index], norm2[index])
+        cond = np.sqrt(np.maximum(width_out, 1) * np.maximum(inverse_trace, 1.0))
+        cond[width_out == 0] = 1.0
+        return x, cond, columns_out, width_out
+
+    def _condition(self, columns, width):
         """Condition number of each row's chosen columns (1 for none)."""
-        cond = np.ones(support.shape[0])
-        rows = np.flatnonzero(support.any(axis=1))
+        cond = np.ones(width.size)
+        rows = np.flatnonzero(width > 0)
         if rows.size:
-            # The padding's identity adds eigenvalues 1, within the range of a
-            # Gram matrix of unit columns: the extremes are the support's.
-            eigenvalues = np.linalg.eigvalsh(self._normal_matrices(support[rows])[0])
+            w_max = int(width[rows].max())
+            columns = columns[rows, :w_max]
+            valid = np.arange(w_max)[None, :] < width[rows, None]
+            a = self.gram[columns[:, :, None], columns[:, None, :]]
+            a = np.where(valid[:, :, None] & valid[:, None, :], a, 0.0)
+            # The padding's identity adds eigenvalues 1, within the range of
+            # a Gram matrix of unit columns: the extremes are the support's.
+            a[:, np.arange(w_max), np.arange(w_max)] += ~valid
+            eigenvalues = np.linalg.eigvalsh(a)
             cond[rows] = np.sqrt(eigenvalues[:, -1] / np.maximum(
                 eigenvalues[:, 0], np.finfo(float).tiny))
         return cond
 
-    def _least_squares(self, support, gts):
-        """Solve each row's normal equations on its own columns, stacked."""
-        a, columns, mask, row_of, position = self._normal_matrices(support)
-        b = np.where(mask, np.take_along_axis(gts, columns, axis=1), 0.0)
-        x = np.linalg.solve(a, b[..., None])[..., 0]
-        z = np.zeros((support.shape[0], self.g.shape[1]))
-        z[row_of, columns[row_of, position]] = x[row_of, position]
-        return z
 
-    def _normal_matrices(self, support):
-        """Each row's Gram matrix of its columns, padded with the identity."""
-        rows, groups = np.nonzero(support)
-        widths = self.widths[groups]
-        per_row = np.bincount(rows, weights=widths,
-                              minlength=support.shape[0]).astype(np.intp)
-        w_max = int(per_row.max())
-        # Column index of every (row, position); padding points at column 0.
-        starts = np.repeat(self.offsets[groups], widths)
-        within = np.arange(widths.sum()) - np.repeat(np.cumsum(widths) - widths, widths)
-        row_of = np.repeat(rows, widths)
-        position = np.arange(row_of.size) - np.repeat(np.cumsum(per_row) - per_row,
-                                                      per_row)
-        columns = np.zeros((support.shape[0], w_max), dtype=np.intp)
-        mask = np.zeros((support.shape[0], w_max), dtype=bool)
-        columns[row_of, position] = starts + within
-        mask[row_of, position] = True
-        a = self.gram[columns[:, :, None], columns[:, None, :]]
-        both = mask[:, :, None] & mask[:, None, :]
-        a = np.where(both, a, 0.0)
-        a[:, np.arange(w_max), np.arange(w_max)] += ~mask  # identity on padding
-        return a, columns, mask, row_of, position
+class _PursuitState:
+    """What the pursuit keeps per sketch, for the sketches still pursued.
+
+    ``factors``: for sketch ``i``, the inverse Cholesky factor ``L^-1`` of
+    the Gram matrix of its chosen columns ``columns[i, :width[i]]`` (in the
+    order chosen; see :class:`_Factors`);
+    ``c[i] = L^-1 (G^T s)[columns]``, so that the coefficients are
+    ``L^-T c`` and ``||c||^2`` is the part of ``||s||^2`` explained;
+    ``proj``: the residual's projections on the groups' bases.
+    """
+
+    def __init__(self, s, pursuit, budget):
+        m, n_columns = s.shape[0], pursuit.g.shape[1]
+        self.s = s
+        self.gts = s @ pursuit.g
+        self.proj = s @ pursuit.basis
+        self.x = np.zeros((m, n_columns))
+        self.factors = _Factors(m)
+        self.columns = np.zeros((m, budget), dtype=np.intp)
+        self.c = np.zeros((m, budget))
+        self.width = np.zeros(m, dtype=np.intp)
+        self.explained2 = np.zeros(m)
+        self.blocked = np.zeros((m, pursuit.widths.size), dtype=bool)
+        self.blocked[:, pursuit.widths == 0] = True
+        self.alive = np.ones(m, dtype=bool)
+
+    @property
+    def size(self):
+        return self.alive.size
+
+    def compact(self):
+        """Drop the finished sketches (their factors hold most of the memory).
+
+        Returns the new order of the sketches kept.
+        """
+        keep = self.alive
+        for name in ("s", "gts", "proj", "x", "columns", "c", "width",
+                     "explained2", "blocked", "alive"):
+            setattr(self, name, getattr(self, name)[keep])
+        # Widest first: the factors' bins then hold sketches of similar
+        # widths; the order changes little between steps.
+        order = np.argsort(-self.width, kind="stable")
+        for name in ("s", "gts", "proj", "x", "columns", "c", "width",
+                     "explained2", "blocked", "alive"):
+            setattr(self, name, getattr(self, name)[order])
+        self.factors = self.factors.take(np.flatnonzero(keep)[order], self.width)
+        return order
+
+    def inverse_trace(self, rows):
+        """``trace(A^-1) = ||L^-1||_F^2`` of the given rows' Gram matrices."""
+        return self.factors.inverse_trace(np.flatnonzero(rows))
+
+    def step(self, pursuit, budget, target2, norm2):
+        """Add one group to every live sketch; finish those explained."""
+        widths = pursuit.widths
+        m, n_groups = self.size, widths.size
+        scores = np.full((m, n_groups), -np.inf)
+        scores[:, pursuit.scored] = np.add.reduceat(
+            self.proj**2, pursuit.offsets[pursuit.scored], axis=1)
+        scores[self.blocked] = -np.inf
+        scores[self.width[:, None] + widths[None, :] > budget] = -np.inf
+        best = np.argmax(scores, axis=1)
+        grows = self.alive & np.isfinite(scores[np.arange(m), best])
+        self.alive &= grows  # nothing fits, or nothing is left to add: done
+        if not grows.any():
+            return
+        self.blocked[np.flatnonzero(grows), best[grows]] = True
+        k = np.where(grows, widths[best], 0)
+        k_max, w = int(k.max()), self.width
+        w_max = int(w[grows].max())
+        self.factors.reserve(np.where(grows, w + k, 0), budget)
+        j = np.arange(k_max)
+        new = j[None, :] < k[:, None]
+        new_columns = np.where(new, pursuit.offsets[best][:, None] + j, 0)
+        # Rows of dead sketches (and the padding) have new == False: a zero
+        # a, so their updates below are all zero.
+        a = pursuit.gram[self.columns[:, :w_max, None], new_columns[:, None, :]]
+        a *= new[:, None, :]
+        y = self.factors.product(a, w, w_max)  # L^-1 A_{S,new}
+        both = new[:, :, None] & new[:, None, :]
+        schur = np.where(both, pursuit.gram[new_columns[:, :, None],
+                                            new_columns[:, None, :]], 0.0)
+        schur -= y.transpose(0, 2, 1) @ y
+        schur[:, j, j] += ~new
+        lnn_inv, independent = _inverse_cholesky(schur, _MIN_PIVOT)
+        # A group (nearly) inside the chosen span is not taken; it stays
+        # blocked, and the sketch goes on with another group next step.
+        new &= independent[:, None]
+        both &= independent[:, None, None]
+        k = np.where(independent, k, 0)
+        lnn_inv *= independent[:, None, None]
+        b = np.where(new, np.take_along_axis(self.gts, new_columns, axis=1), 0.0)
+        c_new = np.einsum("nij,nj->ni", lnn_inv,
+                          b - np.einsum("nwk,nw->nk", y, self.c[:, :w_max]))
+        # A_S^-1 A_{S,new}
+        a_inv_a = self.factors.product(y, w, w_max, transpose=True)
+        t = np.einsum("nji,nj->ni", lnn_inv, c_new)
+        # The new rows of L^-1: [-Lnn^-1 (A_S^-1 A_{S,new})^T, Lnn^-1].
+        rows_new = -(lnn_inv @ a_inv_a.transpose(0, 2, 1))
+        rows, at = np.nonzero(new)
+        position = w[rows] + at
+        self.factors.set_rows(rows, position, rows_new[rows, at])
+        r2, at2, to2 = np.nonzero(both & (j[:, None] >= j[None, :]))
+        self.factors.set_entries(r2, w[r2] + at2, w[r2] + to2,
+                                 lnn_inv[r2, at2, to2])
+        self.columns[rows, position] = new_columns[rows, at]
+        self.c[rows, position] = c_new[rows, at]
+        # The coefficients move by L'^-T [0; c_new]: -A_S^-1 A_{S,new} t on
+        # the old columns, t on the new ones.
+        changed = np.flatnonzero(k > 0)
+        delta = np.zeros((changed.size, self.gts.shape[1]))
+        v_old = -np.einsum("nwk,nk->nw", a_inv_a[changed], t[changed])
+        old_rows, old_at = np.nonzero(np.arange(w_max)[None, :] < w[changed, None])
+        delta[old_rows, self.columns[changed[old_rows], old_at]] = v_old[old_rows,
+                                                                         old_at]
+        new_rows, new_at = np.nonzero(new[changed])
+        delta[new_rows, new_columns[changed[new_rows], new_at]] = t[changed[new_rows],
+                                                                   new_at]
+        self.proj[changed] -= delta @ pursuit.cross
+        self.x[changed] += delta
+        self.width += k
+        self.explained2 += np.einsum("nk,nk->n", c_new, c_new)
+        self._finish_explained(pursuit, target2, norm2)
+
+    def _finish_explained(self, pursuit, target2, norm2):
+        """Stop the sketches whose residual is below the target.
+
+        ``||r||^2 = ||s||^2 - ||c||^2`` resolves only about 1e-8 of ``||s||``:
+        the residual is computed where that estimate is near the target.
+        """
+        left = norm2 - self.explained2
+        near = np.flatnonzero(self.alive & (left <= np.maximum(4 * target2,
+                                                                1e-12 * norm2)))
+        if near.size:
+            residual = self.s[near] - self.x[near] @ pursuit.g.T
+            done = np.einsum("ij,ij->i", residual, residual) <= target2[near]
+            self.alive[near[done]] = False
+
+class _Factors:
+    """Inverse Cholesky factors of many sketches, in bins of similar widths.
+
+    Sketch ``i``'s factor ``L^-1`` is lower triangular, zero beyond its
+    width; the bins are consecutive runs of sketches (sorted widest first at
+    each compaction), each stored as deep as its widest sketch needs, so
+    that the memory held and read follows the widths rather than the widest
+    sketch's. Each factor is kept twice, as ``L^-1`` and as its transpose:
+    both products of a step then read a factor as BLAS reads a transposed
+    matrix, the faster way for a product with a few columns.
+    """
+
+    def __init__(self, m, n_bins=4):
+        self.bounds = np.unique(np.linspace(0, m, n_bins + 1).astype(np.intp))
+        self.lower = [np.zeros((hi - lo, 0, 0))
+                      for lo, hi in zip(self.bounds[:-1], self.bounds[1:])]
+        self.upper = [f.copy() for f in self.lower]
+
+    def _bins(self):
+        return enumerate(zip(self.bounds[:-1], self.bounds[1:]))
+
+    def reserve(self, width, budget):
+        """Make room for ``width[i]`` columns in sketch ``i``'s factor."""
+        for b, (lo, hi) in self._bins():
+            need, capacity = int(width[lo:hi].max(initial=0)), self.lower[b].shape[1]
+            if need > capacity:
+                capacity = min(budget, max(need, 2 * capacity, 16))
+                for stack in (self.lower, self.upper):
+                    grown = np.zeros((hi - lo, capacity, capacity))
+                    old = stack[b].shape[1]
+                    grown[:, :old, :old] = stack[b]
+                    stack[b] = grown
+
+    def product(self, rhs, width, w_max, transpose=False):
+        """``L^-1 @ rhs[i]`` (or ``L^-T @ rhs[i]``) for every sketch ``i``.
+
+        ``rhs`` has ``w_max`` rows; only the first ``width[i]`` of row ``i``
+        meet its factor's nonzero columns.
+        """
+        out = np.zeros_like(rhs)
+        stacks = self.lower if transpose else self.upper
+        for b, (lo, hi) in self._bins():
+            top = min(int(width[lo:hi].max(initial=0)), w_max)
+            if top:
+                out[lo:hi, :top] = (stacks[b][:, :top, :top].transpose(0, 2, 1)
+                                    @ rhs[lo:hi, :top])
+        return out
+
+    def _split(self, rows):
+        for b, (lo, hi) in self._bins():
+            inside = (rows >= lo) & (rows < hi)
+            if inside.any():
+                yield b, inside, rows[inside] - lo
+
+    def set_rows(self, rows, position, values):
+        """Row ``position[n]`` of sketch ``rows[n]``'s factor, left of it."""
+        for b, inside, local in self._split(rows):
+            part = values[inside, :self.lower[b].shape[1]]
+            self.lower[b][local, position[inside], :part.shape[1]] = part
+            self.upper[b][local, :part.shape[1], position[inside]] = part
+
+    def set_entries(self, rows, i, j, values):
+        """Entry ``(i[n], j[n])`` of sketch ``rows[n]``'s factor."""
+        for b, inside, local in self._split(rows):
+            self.lower[b][local, i[inside], j[inside]] = values[inside]
+            self.upper[b][local, j[inside], i[inside]] = values[inside]
+
+    def inverse_trace(self, rows):
+        """``trace(A^-1) = ||L^-1||_F^2`` of the given sketches."""
+        out = np.zeros(rows.size)
+        for b, inside, local in self._split(rows):
+            stack = self.lower[b][local]
+            out[inside] = np.einsum("nij,nij->n", stack, stack)
+        return out
+
+    def take(self, rows, width):
+        """The factors of ``rows``, in that order, binned anew (``width``:
+        their widths)."""
+        taken = _Factors(rows.size, len(self.lower))
+        for b, (lo, hi) in taken._bins():
+            depth = int(width[lo:hi].max(initial=0))
+            for stacks, new in ((self.lower, taken.lower), (self.upper, taken.upper)):
+                new[b] = np.zeros((hi - lo, depth, depth))
+                for old_bin, inside, local in self._split(rows[lo:hi]):
+                    old = stacks[old_bin][local]
+                    size = min(depth, old.shape[1])
+                    new[b][inside, :size, :size] = old[:, :size, :size]
+        return taken
+
+
+def _inverse_cholesky(a, min_pivot):
+    """``L^-1`` for a stack of small symmetric matrices ``a = L L^T``.
+
+    Returns the inverse factors and which matrices have every pivot above
+    ``min_pivot`` (the others get a factor computed with unit pivots in
+    place of the small ones: to be discarded). Vectorized over the stack,
+    one column at a time: the matrices are a group's width across.
+    """
+    n, k, _ = a.shape
+    lower = np.zeros_like(a)
+    ok = np.ones(n, dtype=bool)
+    for j in range(k):
+        pivot = a[:, j, j] - np.einsum("ni,ni->n", lower[:, j, :j], lower[:, j, :j])
+        small = ~(pivot > min_pivot)
+        ok &= ~small
+        lower[:, j, j] = np.sqrt(np.where(small, 1.0, pivot))
+        if j + 1 < k:
+            lower[:, j + 1:, j] = (a[:, j + 1:, j] - np.einsum(
+                "nij,nj->ni", lower[:, j + 1:, :j], lower[:, j, :j])) / lower[:, j, j,
+                                                                               None]
+    inverse = np.zeros_like(a)
+    for j in range(k):
+        inverse[:, j, :] = -np.einsum("ni,nij->nj", lower[:, j, :j], inverse[:, :j, :])
+        inverse[:, j, j] += 1.0
+        inverse[:, j, :] /= lower[:, j, j, None]
+    return inverse, ok
 
 
 def make_decoder(method, structure, sketcher, *, max_active=0.5, tol=1e-10):

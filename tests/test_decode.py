@@ -379,3 +379,94 @@ def test_group_pursuit_runs_blas_on_one_thread(monkeypatch):
     with threadpool_limits(limits=2, user_api="blas"):
         recoverer.transform(sketches[:, :8])  # 7 unknowns > 8 / 2: the pursuit
     assert seen == [{1}]
+
+
+def _plain_group_omp(g, offsets, budget, tol, s):
+    """Group orthogonal matching pursuit of one sketch, the textbook way.
+
+    Each step scores every group by the norm of the residual's projection on
+    its span, takes the best one that fits the budget, and solves least
+    squares on all groups taken so far from scratch.
+    """
+    from sksketch._decode import _span
+
+    widths = np.diff(offsets)
+    spans = [_span(g[:, lo:hi]) for lo, hi in zip(offsets[:-1], offsets[1:])]
+    chosen, width = [], 0
+    z, residual = np.zeros(g.shape[1]), s.copy()
+    while np.linalg.norm(residual) > tol * np.linalg.norm(s):
+        scores = [np.linalg.norm(span.T @ residual)
+                  if i not in chosen and 0 < widths[i] <= budget - width else -np.inf
+                  for i, span in enumerate(spans)]
+        best = int(np.argmax(scores))
+        if not np.isfinite(scores[best]):
+            break
+        chosen.append(best)
+        width += widths[best]
+        columns = np.concatenate([np.arange(offsets[i], offsets[i + 1])
+                                  for i in chosen])
+        z = np.zeros(g.shape[1])
+        z[columns] = np.linalg.lstsq(g[:, columns], s, rcond=None)[0]
+        residual = s - g @ z
+    return z
+
+
+@pytest.mark.parametrize("keep", [None, 0.7])
+def test_batched_pursuit_matches_a_plain_group_omp(keep):
+    # The batched pursuit (inverse Cholesky factors grown a group at a time,
+    # correlations updated in coefficient space) takes the same groups as
+    # the textbook pursuit, so its coefficients agree to rounding: both on
+    # the sketches it explains and on those that exhaust the budget.
+    from sksketch._decode import _GroupPursuit, _unit_columns
+
+    records, _ = make_activation_records(40, n_modules=9, depth=3, fan_in=3,
+                                         n_roots=(1, 2), shared_fraction=0.3,
+                                         weights="random", random_state=1)
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(128, random_state=0)).fit(records)
+    sketches = recoverer.sketcher_.transform(records)
+    kept = np.arange(128)
+    if keep is not None:
+        sketches, kept = erase(sketches, keep, random_state=0)
+    decoder = recoverer._decoder()
+    g, norms = _unit_columns(decoder.g_rows[:, kept].T)
+    offsets = recoverer._structure.layout.offsets
+    budget = int(decoder.max_active * kept.size)
+    assert recoverer._structure.n_unknowns > budget  # the pursuit's regime
+    z, residual, _ = _GroupPursuit(g, norms, offsets, budget, decoder.tol).solve(
+        sketches)
+    expected = np.array([_plain_group_omp(g, offsets, budget, decoder.tol, s)
+                         for s in sketches]) / norms
+    explained = np.linalg.norm(residual, axis=1) <= 1e-10 * np.linalg.norm(
+        sketches, axis=1)
+    assert 0 < explained.sum() < len(sketches)  # both kinds are checked
+    scale = np.abs(expected).max(axis=1, keepdims=True)
+    np.testing.assert_allclose(z / scale, expected / scale, atol=1e-9)
+    np.testing.assert_allclose(residual, sketches - z @ decoder.g_rows[:, kept],
+                               atol=1e-10 * np.abs(sketches).max())
+
+
+def test_pursuit_condition_numbers_are_exact_where_they_set_the_noise():
+    # Below cond_limit the pursuit may return a bound (the noise level is tol
+    # there anyway); at 0 every condition number is exact, and the bound is
+    # never below the exact value.
+    from sksketch._decode import _GroupPursuit, _unit_columns
+
+    records, _ = make_activation_records(30, n_modules=9, depth=3, fan_in=3,
+                                         n_roots=(1, 2), shared_fraction=0.3,
+                                         random_state=2)
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(128, random_state=0)).fit(records)
+    sketches = recoverer.sketcher_.transform(records)
+    decoder = recoverer._decoder()
+    g, norms = _unit_columns(decoder.g_rows.T)
+    pursuit = _GroupPursuit(g, norms, recoverer._structure.layout.offsets, 64,
+                            decoder.tol)
+    _, _, exact = pursuit.solve(sketches)
+    _, _, bound = pursuit.solve(sketches, cond_limit=np.inf)
+    assert np.all(exact >= 1) and np.all(bound >= exact * (1 - 1e-12))
+    limit = float(np.median(exact))
+    _, _, mixed = pursuit.solve(sketches, cond_limit=limit)
+    unsure = mixed > limit
+    np.testing.assert_allclose(mixed[unsure], exact[unsure], rtol=1e-10)
+    assert np.all(exact[~unsure] <= limit)

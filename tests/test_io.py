@@ -7,6 +7,7 @@ import stat
 import numpy as np
 import pytest
 
+import sksketch._io
 from sksketch import (
     RecordBatch,
     RecursiveSketcher,
@@ -201,16 +202,27 @@ def _error_of(function):
     raise AssertionError("no ValueError")
 
 
+@pytest.fixture(params=["msgspec", "json"])
+def decoder(request, monkeypatch):
+    """read_batch's two paths: msgspec's typed decoder, and json alone."""
+    if request.param == "msgspec":
+        pytest.importorskip("msgspec")
+        assert sksketch._io._typed_decoder() is not None
+    else:
+        monkeypatch.setattr(sksketch._io, "_typed_decoder", lambda: None)
+    return request.param
+
+
 @pytest.mark.parametrize("bad, match", BAD_LINES)
 def test_read_batch_names_file_and_line_as_read_records(dag_records, tmp_path, bad,
-                                                        match):
+                                                        match, decoder):
     good = _good_line(dag_records)
     path = _write_lines(tmp_path / "records", [good, b"", bad, good])
     with pytest.raises(ValueError, match=match):
         read_batch(path)
 
 
-def test_read_batch_equals_reading_records(dag_records, tmp_path):
+def test_read_batch_equals_reading_records(dag_records, tmp_path, decoder):
     path = tmp_path / "records.jsonl.gz"
     write_records(dag_records, path)
     batch = read_batch(path, dtype=np.float32)
@@ -222,7 +234,7 @@ def test_read_batch_equals_reading_records(dag_records, tmp_path):
                                   sketcher.transform(list(read_records(path))))
 
 
-def test_read_batch_checks_structure_across_lines(tmp_path):
+def test_read_batch_checks_structure_across_lines(tmp_path, decoder):
     lines = [b'{"objects": [{"id": 0, "module": "a", "attributes": [1.0]}]}',
              b'{"objects": [{"id": 0, "module": "a", "attributes": [1.0], '
              b'"inputs": [0]}]}']
@@ -230,3 +242,113 @@ def test_read_batch_checks_structure_across_lines(tmp_path):
     with pytest.raises(ValueError, match="record on line 2 of '.*records.jsonl', "
                                          "object 0: field 'inputs' closes a cycle"):
         read_batch(path)
+
+
+def _batch_fields(batch):
+    """Every field of a batch, arrays as lists, ids with their types."""
+    fields = {}
+    for name, value in sorted(vars(batch).items()):
+        if isinstance(value, np.ndarray):
+            value = (value.dtype.str, value.tolist())
+        elif isinstance(value, tuple) and value and isinstance(value[0], np.ndarray):
+            value = [(a.dtype.str, a.tolist()) for a in value]
+        elif name == "_object_ids":
+            value = [(type(i).__name__, i) for i in value]
+        fields[name] = value
+    return fields
+
+
+# Booleans as attributes: json reads them as 0/1, msgspec refuses them (and
+# leaves the line to json).
+JSON_ONLY = b'{"objects": [{"id": 0, "module": "a", "attributes": [true, false, 1]}]}'
+
+# Valid lines on which msgspec's types and json's differ in what they see:
+# ints where floats go, ints beyond int64 and beyond a float's precision,
+# booleans as attributes (json accepts them as 0/1, msgspec refuses), string
+# ids, nested slots, null inputs and outputs, explicit outputs, non-ASCII
+# names, a module without attributes, duplicate keys (the last one counts).
+VALID_LINES = [
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1, 2.5, -3],'
+    b' "weight": 2, "slot": 4, "inputs": [1]},'
+    b' {"id": 1, "module": "b", "attributes": [123456789012345678901234567890,'
+    b' 9007199254740993]}]}',
+    JSON_ONLY,
+    b'{"objects": [{"id": "x", "module": "caf\xc3\xa9", "attributes": [0.1],'
+    b' "slot": [1, [2, "s"]], "inputs": null},'
+    b' {"id": "y", "module": "caf\xc3\xa9", "attributes": [1e-300],'
+    b' "slot": "left", "inputs": ["x"]}], "outputs": ["y", "x"]}',
+    b'{"objects": [{"id": 0, "module": "flag", "attributes": [], "weight": 0.5},'
+    b' {"id": 1, "id": 2, "module": "a", "attributes": [7, 8, 9],'
+    b' "inputs": [0]}], "outputs": null}',
+    b'{"objects": []}',
+    b'  {"objects": [{"id": 5, "module": "a", "attributes": [1e308, -0.0]}]}  ',
+]
+
+# Invalid lines: each path must refuse them with the same message.
+INVALID_LINES = [line for line, _ in BAD_LINES] + [
+    b'{"objects": [{"id": 0, "module": "a", "attributes": []},'
+    b' {"id": 0, "module": "a", "attributes": []}]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1], "inputs": [1, 1]},'
+    b' {"id": 1, "module": "a", "attributes": [2]}]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1], "inputs": [7]}]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1]},'
+    b' {"id": 1, "module": "a", "attributes": [1, 2]}]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1], "weight": -1}]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1], "weight": NaN}]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1], "weight": 1e400}]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [Infinity]}]}',
+    b'{"objects": [{"id": 0, "module": "", "attributes": [1]}]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1]}], "outputs": [0, 0]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1]}], "outputs": [3]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1], "colour": 1}]}',
+    b'{"objects": [], "extra": 1}',
+    b'{"objects": [{"id": true, "module": "a", "attributes": [1]}]}',
+    b'{"objects": [{"id": 1.0, "module": "a", "attributes": [1]}]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1], "slot": []}]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1], "slot": 1.5}]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1], "slot": [true]}]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [[1, 2]]}]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": "12"}]}',
+    b'{"objects": [{"id": 0, "module": 7, "attributes": [1]}]}',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1], "inputs": 0}]}',
+    b'{"objects": {"id": 0}}',
+    b'["objects"]',
+    b'{"objects": [{"id": 0, "module": "a", "attributes": [1], "inputs": [0]}]}',
+]
+
+
+def _read_batch_both_ways(path, monkeypatch):
+    """read_batch's result (or error message) with msgspec, then json alone."""
+    outcomes = []
+    for typed in (True, False):
+        with monkeypatch.context() as patch:
+            if not typed:
+                patch.setattr(sksketch._io, "_typed_decoder", lambda: None)
+            try:
+                outcomes.append(_batch_fields(read_batch(path)))
+            except (TypeError, ValueError) as exc:
+                outcomes.append((type(exc).__name__, str(exc)))
+    return outcomes
+
+
+@pytest.mark.parametrize("index", range(len(VALID_LINES)))
+def test_msgspec_and_json_read_the_same_batch(tmp_path, monkeypatch, index):
+    pytest.importorskip("msgspec")
+    path = _write_lines(tmp_path / "records.jsonl", [VALID_LINES[index]] * 2)
+    typed, plain = _read_batch_both_ways(path, monkeypatch)
+    assert isinstance(plain, dict)  # read, not refused
+    assert typed == plain
+    # ... and the typed decoder read the line itself, not json after it.
+    parsed = sksketch._io._parse_typed(sksketch._io._typed_decoder(),
+                                       VALID_LINES[index], "record")
+    assert (parsed is None) == (VALID_LINES[index] is JSON_ONLY)
+
+
+@pytest.mark.parametrize("index", range(len(INVALID_LINES)))
+def test_msgspec_and_json_refuse_with_the_same_message(tmp_path, monkeypatch, index):
+    pytest.importorskip("msgspec")
+    good = b'{"objects": [{"id": 0, "module": "a", "attributes": [1.0]}]}'
+    path = _write_lines(tmp_path / "records.jsonl", [good, INVALID_LINES[index]])
+    typed, plain = _read_batch_both_ways(path, monkeypatch)
+    assert isinstance(plain, tuple) and "line 2 of" in plain[1]
+    assert typed == plain
