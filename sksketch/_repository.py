@@ -38,6 +38,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ._optional import import_optional
+
 META_FILE = "meta.sqlite"
 VECTOR_FILE = "vectors.bin"
 NORM_FILE = "norms.bin"
@@ -371,9 +373,4 @@ def merge_candidates(best, query_index, candidates, candidate_rows, k):
 
 
 def faiss_module():
-    try:
-        import faiss
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("an approximate index needs FAISS: pip install "
-                          "'sksketch[index]'") from None
-    return faiss
+    return import_optional("faiss", "index", "An approximate index")
