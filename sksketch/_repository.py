@@ -52,6 +52,8 @@ READABLE_VERSIONS = (1, 2)
 # gained nothing on an idle machine; benchmarks/bench_scale.py measures).
 CHUNK_BYTES = 32 * 2**20
 MAX_SCORES = 2**23
+# Columns of the first chunk partitioned to start the running k-th best scores.
+FIRST_PIECE = 4096
 # Most SQL parameters per statement (SQLite's limit is 32766 since 3.32).
 MAX_PARAMS = 900
 # What a tracked metadata value may be: a JSON scalar.
@@ -316,8 +318,8 @@ def top_k(queries, chunks, k, metric):
 
     Beyond the products, the cost is one comparison per score: each query's
     running ``k``-th best score picks the few candidates of a chunk (the
-    first chunk's best ``k`` are partitioned out), and the products are
-    written into one reused buffer.
+    first chunk's start is partitioned for it), and the products are written
+    into one reused buffer.
     """
     n_queries = queries.shape[0]
     best = (np.full((n_queries, k), -np.inf), np.full((n_queries, k), -1, np.int64))
@@ -342,8 +344,12 @@ def top_k(queries, chunks, k, metric):
             flat = np.flatnonzero(scores > threshold)
             if flat.size == 0:
                 continue
-        elif m > k:  # fewer than k rows seen: each query's k best, with ties
-            cut = np.partition(scores, m - k, axis=1)[:, m - k:m - k + 1]
+        elif m > k:
+            # Fewer than k rows seen. The k-th best of a first piece bounds
+            # the chunk's from below: the scores reaching it hold the chunk's
+            # k best, ties included, and partitioning the piece costs less.
+            p = max(k, min(m, FIRST_PIECE))
+            cut = np.partition(scores[:, :p], p - k, axis=1)[:, p - k:p - k + 1]
             flat = np.flatnonzero(scores >= cut)
         else:
             flat = np.arange(n_queries * m)

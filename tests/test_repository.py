@@ -150,6 +150,7 @@ def test_query_equals_brute_force(tmp_path, data, metric, monkeypatch):
                                            for i in range(lo, min(lo + 700, 3000))])
     # Small chunks: the top-k is merged across many chunks, both ways.
     monkeypatch.setattr(store, "CHUNK_BYTES", 128 * 8 * 97)
+    monkeypatch.setattr(store, "FIRST_PIECE", 20)  # the first 20 start the top-k
     ids, scores = repo.query(Q, k=10, metric=metric)
     order, expected = brute_force(Q, X, 10, metric)
     assert ids.tolist() == order.tolist()
@@ -175,6 +176,7 @@ def test_ties_keep_the_earlier_entry_across_chunks(tmp_path, data, monkeypatch):
     repo = SketchRepository(tmp_path, sketcher=sketcher)
     repo.add(np.tile(x, (300, 1)))  # 300 equal sketches: every score ties
     monkeypatch.setattr(store, "CHUNK_BYTES", 128 * 8 * 64)  # chunks of 64 rows
+    monkeypatch.setattr(store, "FIRST_PIECE", 16)
     for metric in ("cosine", "dot"):
         ids, _ = repo.query(np.vstack([x, -x]), k=10, metric=metric)
         assert ids.tolist() == [list(range(10))] * 2
