@@ -238,6 +238,13 @@ def test_a_version_1_repository_gets_its_norms(tmp_path, data):
         np.testing.assert_allclose(repo._norms(len(repo)),
                                    np.linalg.norm(np.vstack([X, S[:3]]), axis=1),
                                    rtol=1e-15)
+    con = sqlite3.connect(path / store.META_FILE)
+    with con:  # a later format: refused, not misread
+        con.execute("UPDATE config SET value = '3' WHERE key = 'format_version'")
+    con.close()
+    with pytest.raises(ValueError, match=r"format version 3; this sksketch reads "
+                                         r"versions \[1, 2\]"):
+        SketchRepository(path)
 
 
 def test_where_filters_match_python(tmp_path, data):
