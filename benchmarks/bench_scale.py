@@ -17,7 +17,8 @@ Three measurements, each optional:
     one query and of 100 queries (exact, ``k = 10``, cosine and dot), and the
     time of one NumPy product of the same shape (``Q @ X.T``, X in memory),
     with their ratio (the three timed in turn, best of ``--repeat`` each;
-    with ``--busy-core``, also while another process spins on one core); up
+    again with one BLAS thread; with ``--busy-core``, also while another
+    process spins on one core); up
     to ``--index-max`` sketches, the build time, query time and recall@10
     (against exact) of the optional FAISS HNSW index.
 
@@ -44,6 +45,7 @@ from pathlib import Path
 import busy_core as busy
 import numpy as np
 from common import best_time
+from threadpoolctl import threadpool_limits
 
 from sksketch import (
     RecursiveSketcher,
@@ -259,7 +261,7 @@ def bench_repository(repo_sizes, workdir, index_max, repeat):
             last = time.perf_counter() - start
             add_time += last
             added += m
-        X = np.asarray(repo._vectors(len(repo)))  # in memory, for NumPy
+        X = np.array(repo._vectors(len(repo)))  # a copy in memory, for NumPy
         row = {
             "n_sketches": target, "d": D_REPO,
             "add_sketches_per_s": added / add_time,
@@ -273,6 +275,8 @@ def bench_repository(repo_sizes, workdir, index_max, repeat):
             if enabled:
                 with busy.busy_core(bool(suffix)):
                     row.update(query_vs_numpy(repo, Q, X, repeat, suffix))
+        with threadpool_limits(1):  # both sides on one BLAS thread
+            row.update(query_vs_numpy(repo, Q, X, repeat, "_1_thread"))
         if target <= index_max:
             row.update(index_recall(repo, rng))
         del X
