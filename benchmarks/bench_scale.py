@@ -16,8 +16,11 @@ Three measurements, each optional:
     of ``--repo-sizes``: ``add`` throughput (batches of 10^4), the latency of
     one query and of 100 queries (exact, ``k = 10``, cosine and dot), and the
     time of one NumPy product of the same shape (``Q @ X.T``, X in memory),
-    with their ratio; up to ``--index-max`` sketches, the build time, query
-    time and recall@10 (against exact) of the optional FAISS HNSW index.
+    with their ratio (the three timed in turn, best of ``--repeat`` each;
+    again with one BLAS thread; with ``--busy-core``, also while another
+    process spins on one core); up
+    to ``--index-max`` sketches, the build time, query time and recall@10
+    (against exact) of the optional FAISS HNSW index.
 
 Prints tables and writes ``benchmarks/results/bench_scale.json``. Not a test:
 nothing here asserts a time. Quick run (the default sizes):
@@ -39,8 +42,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import busy_core as busy
 import numpy as np
 from common import best_time
+from threadpoolctl import threadpool_limits
 
 from sksketch import (
     RecursiveSketcher,
@@ -186,8 +191,6 @@ def bench_sketch(record_sizes, workdir, with_dask):
     return rows
 
 
-
-
 def index_recall(repo, rng):
     """Build time, query time and recall@10 of the FAISS HNSW index."""
     try:
@@ -211,7 +214,36 @@ def index_recall(repo, rng):
             "hnsw_recall_at_10": float(recall)}
 
 
-def bench_repository(repo_sizes, workdir, index_max):
+def interleaved_best(functions, repeat):
+    """Best time of each function, its calls interleaved with the others'.
+
+    Interleaved, so that a change of the machine's load during the run
+    touches all of them alike and their ratios stay meaningful.
+    """
+    for function in functions.values():
+        function()  # warm-up
+    best = dict.fromkeys(functions, float("inf"))
+    for _ in range(repeat):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def query_vs_numpy(repo, Q, X, repeat, suffix=""):
+    """100 exact queries (cosine, dot) against one NumPy product ``Q @ X.T``."""
+    best = interleaved_best({
+        "numpy_product_100_s": lambda: Q @ X.T,
+        "query_100_cosine_s": lambda: repo.query(Q, k=10),
+        "query_100_dot_s": lambda: repo.query(Q, k=10, metric="dot")}, repeat)
+    numpy_100 = best["numpy_product_100_s"]
+    best["query_100_cosine_over_numpy"] = best["query_100_cosine_s"] / numpy_100
+    best["query_100_dot_over_numpy"] = best["query_100_dot_s"] / numpy_100
+    return {name + suffix: value for name, value in best.items()}
+
+
+def bench_repository(repo_sizes, workdir, index_max, repeat):
     records = pool()[:50]
     sketcher = RecursiveSketcher(D_REPO, dtype="float32", random_state=0).fit(records)
     repo = SketchRepository(workdir / "repo", sketcher=sketcher, sum_keys=["g"])
@@ -229,22 +261,22 @@ def bench_repository(repo_sizes, workdir, index_max):
             last = time.perf_counter() - start
             add_time += last
             added += m
-        X = np.asarray(repo._vectors(len(repo)))  # in memory, for NumPy
-        numpy_100 = best_time(lambda X=X: Q @ X.T)
+        X = np.array(repo._vectors(len(repo)))  # a copy in memory, for NumPy
         row = {
             "n_sketches": target, "d": D_REPO,
             "add_sketches_per_s": added / add_time,
             "add_batch_latency_s": last,
             "query_1_s": best_time(lambda: repo.query(Q[:1], k=10)),
-            "query_100_cosine_s": best_time(lambda: repo.query(Q, k=10)),
-            "query_100_dot_s": best_time(lambda: repo.query(Q, k=10, metric="dot")),
             "query_100_where_s": best_time(lambda: repo.query(Q, k=10,
                                                          where={"g": 3})),
             "sum_group_s": best_time(lambda: repo.sum(group_by="g")),
-            "numpy_product_100_s": numpy_100,
         }
-        row["query_100_dot_over_numpy"] = row["query_100_dot_s"] / numpy_100
-        row["query_100_cosine_over_numpy"] = row["query_100_cosine_s"] / numpy_100
+        for suffix, enabled in (("", True), ("_busy_core", busy.ENABLED)):
+            if enabled:
+                with busy.busy_core(bool(suffix)):
+                    row.update(query_vs_numpy(repo, Q, X, repeat, suffix))
+        with threadpool_limits(1):  # both sides on one BLAS thread
+            row.update(query_vs_numpy(repo, Q, X, repeat, "_1_thread"))
         if target <= index_max:
             row.update(index_recall(repo, rng))
         del X
@@ -269,6 +301,11 @@ def main():
     parser.add_argument("--repo-sizes", type=sizes, default=sizes("10000,100000"))
     parser.add_argument("--index-max", type=int, default=100_000,
                         help="largest repository to build a FAISS index of")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="runs of each query timing (the best is kept)")
+    parser.add_argument("--busy-core", action="store_true",
+                        help="also time the queries while another process "
+                             "spins on one core")
     parser.add_argument("--skip", choices=["sketch", "repository", "dask"],
                         action="append", default=[])
     parser.add_argument("--output", default=str(Path(__file__).parent / "results"
@@ -277,9 +314,12 @@ def main():
                         help="where the data sets go (default: a temporary "
                              "directory, removed)")
     args = parser.parse_args()
+    busy.ENABLED = args.busy_core
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_scale_"))
     results = {"machine": platform.platform(), "processor": platform.processor(),
-               "cpus": os.cpu_count(), "python": platform.python_version()}
+               "cpus": os.cpu_count(), "python": platform.python_version(),
+               "numpy": np.__version__, "date": time.strftime("%Y-%m-%d"),
+               "load_average_at_start": os.getloadavg()}
     try:
         if "sketch" not in args.skip:
             print("\nsketching record files (streamed; 1 vs 2 workers)")
@@ -288,7 +328,7 @@ def main():
         if "repository" not in args.skip:
             print(f"\nSketchRepository, d = {D_REPO}, float32")
             results["repository"] = bench_repository(args.repo_sizes, workdir,
-                                                     args.index_max)
+                                                     args.index_max, args.repeat)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -35,19 +35,15 @@ import numpy as np
 
 from ._batch import RecordBatch, as_batch
 from ._dag import default_slot_ordinals
+from ._optional import import_optional
 
 _N_RECORDS = b"sksketch.n_records"
 _FORMAT = b"sksketch.format"
 
 
 def _pyarrow():
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("Parquet files need pyarrow: pip install "
-                          "'sksketch[parquet]'") from None
-    return pa, pq
+    return (import_optional("pyarrow", "parquet", "Parquet support"),
+            import_optional("pyarrow.parquet", "parquet", "Parquet support"))
 
 
 def _check_chunk_size(chunk_size):

@@ -2,7 +2,7 @@
 
 Storage
 -------
-A repository is a directory with two files:
+A repository is a directory with three files:
 
 ``meta.sqlite``
     SQLite in WAL mode (``synchronous=FULL``). Table ``config`` holds the
@@ -13,12 +13,17 @@ A repository is a directory with two files:
 ``vectors.bin``
     The sketches, row after row, ``sketch_dim`` values of the repository's
     dtype each, with no header: an append-only array read by memory mapping.
+``norms.bin``
+    Each sketch's Euclidean norm (float64), in the same order, so that a
+    cosine scan needs no pass over the vectors to compute them. Format
+    version 1 had no norm file: opening such a repository computes it, under
+    the write lock, and records version 2.
 
 An ``add`` takes SQLite's write lock (``BEGIN IMMEDIATE``: one writer at a
-time, across processes), writes its vectors at the end of the committed part
-of the vector file and syncs them, then inserts its rows and updates the
-running sums in the same transaction, and commits. The committed length is
-the number of rows in ``sketches``: vector bytes past it (a writer killed
+time, across processes), writes its vectors and their norms at the end of
+the committed part of the two files and syncs them, then inserts its rows and
+updates the running sums in the same transaction, and commits. The committed
+length is the number of rows in ``sketches``: bytes past it (a writer killed
 between writing and committing) are ignored by readers and overwritten by the
 next writer. Committed rows are never rewritten, so a reader that read the
 count in one snapshot can map and read those rows while a writer appends.
@@ -33,12 +38,22 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ._optional import import_optional
+
 META_FILE = "meta.sqlite"
 VECTOR_FILE = "vectors.bin"
-FORMAT_VERSION = 1
+NORM_FILE = "norms.bin"
+# Version 2 added the norm file; a version 1 repository gets one when opened.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 # Bytes of stored vectors read per step of a scan, and most scores held at once.
+# Large chunks: with fewer, larger products, BLAS threads synchronize less
+# often, which matters most when another process holds a core (smaller chunks
+# gained nothing on an idle machine; benchmarks/bench_scale.py measures).
 CHUNK_BYTES = 32 * 2**20
 MAX_SCORES = 2**23
+# Columns of the first chunk partitioned to start the running k-th best scores.
+FIRST_PIECE = 4096
 # Most SQL parameters per statement (SQLite's limit is 32766 since 3.32).
 MAX_PARAMS = 900
 # What a tracked metadata value may be: a JSON scalar.
@@ -91,13 +106,26 @@ def dumps(value):
                       allow_nan=False)
 
 
-def write_at(fd, data, offset):
-    """Write all of ``data`` at ``offset``, then sync it to disk."""
-    view = memoryview(data).cast("B")
+def write_at(fd, data, offset, *, sync=True):
+    """Write all of ``data`` at ``offset``, then (by default) sync it to disk."""
+    view = memoryview(np.ascontiguousarray(data)).cast("B")
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
+    if sync:
+        sync_file(fd)
+
+
+def sync_file(fd):
     (getattr(os, "fdatasync", None) or os.fsync)(fd)
+
+
+def file_rows(file, row_bytes):
+    """Whole rows of ``row_bytes`` in ``file`` (0 if it does not exist)."""
+    try:
+        return os.path.getsize(file) // row_bytes
+    except FileNotFoundError:
+        return 0
 
 
 # -- metadata filters --------------------------------------------------------
@@ -244,76 +272,94 @@ def chunk_rows(sketch_dim, itemsize, n_queries=1):
     return int(max(1, min(by_bytes, MAX_SCORES // max(1, n_queries))))
 
 
-def iter_chunks(vectors, rows, chunk):
-    """``(rows, block)`` pieces of the stored ``vectors`` (a memmap).
+def row_norms(block):
+    """Euclidean norms of the rows of ``block``, computed in float64."""
+    block = np.asarray(block, np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", block, block))
 
-    ``rows`` None means all rows, read as contiguous views; otherwise the
-    sorted row numbers to read, gathered a chunk at a time.
-    """
-    n = vectors.shape[0] if rows is None else rows.size
-    for lo in range(0, n, chunk):
-        hi = min(n, lo + chunk)
-        if rows is None:
-            yield np.arange(lo, hi), np.asarray(vectors[lo:hi])
-        else:
-            yield rows[lo:hi], np.asarray(vectors[rows[lo:hi]])
+
+def inverse(norms, dtype):
+    """``1 / norms`` (0 for a zero norm) in ``dtype``."""
+    norms = np.asarray(norms, np.float64)
+    out = np.zeros(norms.shape)
+    return np.divide(1.0, norms, out=out, where=norms > 0).astype(dtype, copy=False)
 
 
 def inverse_norms(block):
-    norms = np.sqrt(np.einsum("ij,ij->i", block, block))
-    return np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    return inverse(row_norms(block), np.asarray(block).dtype)
+
+
+def iter_chunks(vectors, rows, chunk, norms=None):
+    """``(rows, block, block_norms)`` pieces of the stored ``vectors``.
+
+    ``vectors`` (and ``norms``, the rows' norms, or None) are memory-mapped;
+    ``rows`` None means all rows, read as contiguous views; otherwise the
+    sorted row numbers to read, gathered a chunk at a time. ``block_norms``
+    is None without ``norms``.
+    """
+    vectors = np.asarray(vectors)  # a plain view: no memmap bookkeeping per slice
+    norms = None if norms is None else np.asarray(norms)
+    n = vectors.shape[0] if rows is None else rows.size
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        index = slice(lo, hi) if rows is None else rows[lo:hi]
+        yield (np.arange(lo, hi) if rows is None else index, vectors[index],
+               None if norms is None else norms[index])
 
 
 def top_k(queries, chunks, k, metric):
     """Exact top-``k`` rows per query: ``(rows, scores)``, best first.
 
     Scores are inner products (``"dot"``) or cosines (``"cosine"``; 0 for a
-    zero vector). Ties keep the smaller row. Rows are -1 and scores -inf
-    where fewer than ``k`` rows were scanned.
+    zero vector), computed in the stored vectors' dtype. Ties keep the
+    smaller row. Rows are -1 and scores -inf where fewer than ``k`` rows were
+    scanned. ``chunks`` is :func:`iter_chunks`'s; cosine uses the stored
+    norms when they are given.
 
-    Only the first ``FIRST_PIECE`` scores per query are partitioned; after
-    that, each query's running ``k``-th best score lets a comparison pick the
-    few candidates of a chunk, so the cost beyond the products is one
-    comparison per score.
+    Beyond the products, the cost is one comparison per score: each query's
+    running ``k``-th best score picks the few candidates of a chunk (the
+    first chunk's start is partitioned for it), and the products are written
+    into one reused buffer.
     """
     n_queries = queries.shape[0]
-    if metric == "cosine":
-        queries = queries * inverse_norms(queries)[:, None]
     best = (np.full((n_queries, k), -np.inf), np.full((n_queries, k), -1, np.int64))
-    for rows, block in chunks:
-        scores = queries @ block.T
+    buffer = threshold = None
+    for rows, block, norms in chunks:
+        m = block.shape[0]
+        if buffer is None:
+            dtype = np.result_type(queries.dtype, block.dtype)
+            queries = queries.astype(dtype, copy=False)
+            if metric == "cosine":
+                queries = queries * inverse_norms(queries)[:, None]
+            buffer = np.empty(n_queries * m, dtype)
+            threshold = np.full((n_queries, 1), -np.inf, dtype)
+        scores = buffer[:n_queries * m].reshape(n_queries, m)
+        np.matmul(queries, block.T, out=scores)
         if metric == "cosine":
-            scores *= inverse_norms(block)[None, :]
-        if best[1][0, -1] < 0 and scores.shape[1] > FIRST_PIECE:
-            best = _merge(best, scores[:, :FIRST_PIECE], rows[:FIRST_PIECE], k)
-            scores, rows = scores[:, FIRST_PIECE:], rows[FIRST_PIECE:]
-        best = _merge(best, scores, rows, k)
+            scores *= inverse(row_norms(block) if norms is None else norms,
+                              scores.dtype)
+        if best[1][0, -1] >= 0:
+            # Each query's candidates: the scores above its running k-th
+            # best (np.nonzero on 2-D is many times slower than flatnonzero).
+            flat = np.flatnonzero(scores > threshold)
+            if flat.size == 0:
+                continue
+        elif m > k:
+            # Fewer than k rows seen. The k-th best of a first piece bounds
+            # the chunk's from below: the scores reaching it hold the chunk's
+            # k best, ties included, and partitioning the piece costs less.
+            p = max(k, min(m, FIRST_PIECE))
+            cut = np.partition(scores[:, :p], p - k, axis=1)[:, p - k:p - k + 1]
+            flat = np.flatnonzero(scores >= cut)
+        else:
+            flat = np.arange(n_queries * m)
+        query_index, columns = np.divmod(flat, m)
+        candidates = scores.ravel()[flat]
+        best = merge_candidates(best, query_index, candidates.astype(np.float64),
+                                np.asarray(rows)[columns], k)
+        # Exact: the running scores are float64 images of ``dtype`` values.
+        threshold[:, 0] = best[0][:, -1]
     return best[1], best[0]
-
-
-FIRST_PIECE = 4096
-
-
-def _merge(best, scores, rows, k):
-    """The running best ``(scores, rows)`` updated with a block of scores."""
-    best_scores, best_rows = best
-    n_queries = best_scores.shape[0]
-    above = scores > best_scores[:, -1:]
-    n_above = int(np.count_nonzero(above))
-    if n_above == 0:
-        return best
-    if n_above > max(4 * n_queries * k, scores.size // 8) and scores.shape[1] > k:
-        # Most entries compete (the first block): keep each query's best k.
-        columns = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        query_index = np.repeat(np.arange(n_queries), k)
-        candidates = np.take_along_axis(scores, columns, axis=1).ravel()
-        candidate_rows = rows[columns].ravel()
-    else:
-        query_index, columns = np.nonzero(above)
-        candidates = scores[query_index, columns]
-        candidate_rows = rows[columns]
-    return merge_candidates(best, query_index, candidates.astype(np.float64),
-                            candidate_rows, k)
 
 
 def merge_candidates(best, query_index, candidates, candidate_rows, k):
@@ -333,9 +379,4 @@ def merge_candidates(best, query_index, candidates, candidate_rows, k):
 
 
 def faiss_module():
-    try:
-        import faiss
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("an approximate index needs FAISS: pip install "
-                          "'sksketch[index]'") from None
-    return faiss
+    return import_optional("faiss", "index", "An approximate index")

@@ -13,17 +13,14 @@ from functools import partial
 
 import numpy as np
 
+from ._optional import import_optional
+
 __all__ = ["group_sums", "sketch_records"]
 
 
 def _dask():
-    try:
-        import dask
-        import dask.array as da
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("sksketch.dask needs dask: pip install "
-                          "'sksketch[dask]'") from None
-    return dask, da
+    return (import_optional("dask", "dask", "sksketch.dask"),
+            import_optional("dask.array", "dask", "sksketch.dask"))
 
 
 def _check_sketcher(sketcher):
@@ -52,10 +49,9 @@ def _sketch_file(path, sketcher):
 
 def _sketch_frame(frame, sketcher):
     """Sketch a pandas partition in the Parquet layout (whole records)."""
-    import pyarrow as pa
+    from ._parquet import _pyarrow, table_to_batch
 
-    from ._parquet import table_to_batch
-
+    pa, _ = _pyarrow()
     table = pa.Table.from_pandas(frame, preserve_index=False)
     if table.num_rows == 0:
         return np.empty((0, sketcher.sketch_dim), np.dtype(sketcher.dtype))

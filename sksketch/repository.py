@@ -18,9 +18,11 @@ page cache, not the process, holds what is read. Vectors as BLOBs in SQLite
 would be as safe but pay a Python object and a copy per row on every scan;
 DuckDB or LanceDB would be dependencies for what this split already gives.
 
-The two files stay consistent because the committed length lives in SQLite:
-an ``add`` writes its vectors past the committed rows and syncs them *before*
-the transaction that inserts its rows commits. A writer killed in between
+Each sketch's norm is stored too, in a second append-only file, so that a
+cosine scan costs no more than an inner-product one. The files stay
+consistent because the committed length lives in SQLite: an ``add`` writes
+its vectors and norms past the committed rows and syncs them *before* the
+transaction that inserts its rows commits. A writer killed in between
 leaves bytes past the committed length, which readers never read and the next
 writer overwrites; committed rows are never rewritten. See
 ``sksketch/_repository.py`` for the layout.
@@ -210,7 +212,8 @@ class SketchRepository:
                              f"pass a fitted 'sketcher' to create one")
         os.makedirs(self.path, exist_ok=True)
         self._vector_file = os.path.join(self.path, _store.VECTOR_FILE)
-        self._mapped = None
+        self._norm_file = os.path.join(self.path, _store.NORM_FILE)
+        self._mapped = self._mapped_norms = None
         self._con = _store.connect(meta, float(timeout))
         try:
             self._open(given, tracked)
@@ -240,14 +243,17 @@ class SketchRepository:
             if created:
                 self._write_config(con, config)
                 self._track(con, config, [()])
-            elif config.get("format_version") != _store.FORMAT_VERSION:
+            elif config.get("format_version") not in _store.READABLE_VERSIONS:
                 raise ValueError(f"SketchRepository: {self.path!r} has format "
                                  f"version {config.get('format_version')!r}; this "
-                                 f"sksketch reads version {_store.FORMAT_VERSION}")
+                                 f"sksketch reads versions "
+                                 f"{list(_store.READABLE_VERSIONS)}")
             elif given is not None:
                 self._check_config(config, given)
                 if self._merge_modules(config, given):
                     self._write_config(con, config)
+            if not created:
+                self._store_missing_norms(con, config)
             new = [keys for keys in tracked
                    if list(keys) not in config["sum_keys"]]
             if new:
@@ -255,6 +261,32 @@ class SketchRepository:
         self._config = config
 
     # -- configuration -------------------------------------------------------
+
+    def _store_missing_norms(self, con, config):
+        """Compute the norms the norm file lacks (all of them in version 1).
+
+        Under the write lock, like an ``add``: the norms are written and
+        synced, then the format version is raised in the same transaction.
+        Killed in between, the next opening does it again.
+        """
+        n = _store.committed_rows(con)
+        have = 0
+        if config["format_version"] == _store.FORMAT_VERSION:
+            have = min(n, _store.file_rows(self._norm_file, 8))
+        if have < n:
+            vectors = self._vectors(n)
+            chunk = _store.chunk_rows(self.sketch_dim, 8)
+            fd = os.open(self._norm_file, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                for lo in range(have, n, chunk):
+                    norms = _store.row_norms(vectors[lo:min(n, lo + chunk)])
+                    _store.write_at(fd, norms, lo * 8, sync=False)
+                _store.sync_file(fd)
+            finally:
+                os.close(fd)
+        if config["format_version"] != _store.FORMAT_VERSION:
+            config["format_version"] = _store.FORMAT_VERSION
+            self._write_config(con, config)
 
     def _check_config(self, config, given):
         for key in _COMPARED:
@@ -346,6 +378,21 @@ class SketchRepository:
             rows = os.path.getsize(self._vector_file) // row_bytes
             mapped = self._mapped = np.memmap(self._vector_file, dtype=self.dtype,
                                               mode="r", shape=(rows, self.sketch_dim))
+        return mapped[:n]
+
+    def _norms(self, n):
+        """The norms of the first ``n`` stored sketches (float64), memory-mapped."""
+        if n == 0:
+            return np.empty(0)
+        mapped = self._mapped_norms
+        if mapped is None or mapped.shape[0] < n:
+            rows = _store.file_rows(self._norm_file, 8)
+            if rows < n:
+                raise ValueError(f"SketchRepository: {self.path!r} holds {n} "
+                                 f"sketches but the norms of only {rows}; the "
+                                 f"norm file was changed outside sksketch")
+            mapped = self._mapped_norms = np.memmap(self._norm_file, np.float64,
+                                                    mode="r", shape=(rows,))
         return mapped[:n]
 
     def _snapshot(self, where=None, since=None, before=None):
@@ -579,13 +626,16 @@ class SketchRepository:
             n = _store.committed_rows(con)
             new_ids = user_ids if user_ids is not None else list(range(n, n + n_new))
             self._refuse_existing(con, new_ids)
-            if n_new:
-                fd = os.open(self._vector_file, os.O_RDWR | os.O_CREAT, 0o666)
-                try:
-                    _store.write_at(fd, np.ascontiguousarray(vectors),
-                                    n * self.sketch_dim * self.dtype.itemsize)
-                finally:
-                    os.close(fd)
+            if n_new:  # vectors and norms synced before the rows commit
+                for file, data, offset in (
+                        (self._vector_file, vectors,
+                         n * self.sketch_dim * self.dtype.itemsize),
+                        (self._norm_file, _store.row_norms(vectors), n * 8)):
+                    fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o666)
+                    try:
+                        _store.write_at(fd, np.ascontiguousarray(data), offset)
+                    finally:
+                        os.close(fd)
             con.executemany("INSERT INTO sketches VALUES (?, ?, ?, ?)",
                             zip(range(n, n + n_new), new_ids, stamps, texts))
             for keys in map(tuple, config["sum_keys"] if n_new else ()):
@@ -761,10 +811,11 @@ class SketchRepository:
                                     faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = int(ef_construction)
         chunk = _store.chunk_rows(self.sketch_dim, self.dtype.itemsize)
-        for _, block in _store.iter_chunks(self._vectors(n), None, chunk):
+        for _, block, norms in _store.iter_chunks(self._vectors(n), None, chunk,
+                                                  self._norms(n)):
             block = np.ascontiguousarray(block, np.float32)
             if metric == "cosine":
-                block = block * _store.inverse_norms(block)[:, None]
+                block = block * _store.inverse(norms, np.float32)[:, None]
             index.add(block)
         name = f"index-{metric}-{n}.faiss"
         final = os.path.join(self.path, name)
@@ -833,8 +884,8 @@ class SketchRepository:
                                       queries.shape[0])
             newer = np.arange(indexed, n)
             new_rows, new_scores = _store.top_k(
-                queries, _store.iter_chunks(self._vectors(n), newer, chunk), k,
-                metric)
+                queries, _store.iter_chunks(self._vectors(n), newer, chunk,
+                                            self._norms(n)), k, metric)
             keep = new_rows >= 0
             best = _store.merge_candidates(best, np.nonzero(keep)[0],
                                            new_scores[keep], new_rows[keep], k)
@@ -851,7 +902,8 @@ class SketchRepository:
         chunk = _store.chunk_rows(self.sketch_dim, self.dtype.itemsize,
                                   queries.shape[0])
         best_rows, scores = _store.top_k(
-            queries, _store.iter_chunks(self._vectors(n), rows, chunk), k, metric)
+            queries, _store.iter_chunks(self._vectors(n), rows, chunk,
+                                        self._norms(n)), k, metric)
         return self._ids_of(best_rows), scores
 
     # -- sums ----------------------------------------------------------------
@@ -1091,7 +1143,7 @@ class SketchRepository:
 
     def close(self):
         """Close the connection; the repository stays on disk."""
-        self._mapped = None
+        self._mapped = self._mapped_norms = None
         self._con.close()
 
     def __enter__(self):

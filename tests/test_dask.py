@@ -80,3 +80,12 @@ def test_sketch_records_validates(data):
         sketch_records(db.from_sequence([]), RecursiveSketcher())
     with pytest.raises(TypeError, match="'by'"):
         group_sums(db.from_sequence([]), sketcher, by=3)
+
+
+def test_without_dask_the_error_names_the_extra(monkeypatch):
+    records, _ = make_activation_records(2, random_state=0)
+    sketcher = RecursiveSketcher(8, random_state=0).fit(records)
+    monkeypatch.setitem(__import__("sys").modules, "dask", None)
+    with pytest.raises(ImportError, match=r"sksketch.dask needs 'dask': pip install "
+                                          r"'sksketch\[dask\]'"):
+        sketch_records(["r.parquet"], sketcher)

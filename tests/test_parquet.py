@@ -151,3 +151,10 @@ def test_read_records_and_read_batch_accept_parquet(tmp_path):
     sketcher = RecursiveSketcher(32, random_state=0).fit(records)
     np.testing.assert_allclose(sketcher.transform(read_batch(path)),
                                sketcher.transform(records), rtol=0, atol=1e-12)
+
+
+def test_without_pyarrow_the_error_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)
+    with pytest.raises(ImportError, match=r"Parquet support needs 'pyarrow': pip "
+                                          r"install 'sksketch\[parquet\]'"):
+        write_parquet([{"objects": []}], tmp_path / "r.parquet")

@@ -150,6 +150,7 @@ def test_query_equals_brute_force(tmp_path, data, metric, monkeypatch):
                                            for i in range(lo, min(lo + 700, 3000))])
     # Small chunks: the top-k is merged across many chunks, both ways.
     monkeypatch.setattr(store, "CHUNK_BYTES", 128 * 8 * 97)
+    monkeypatch.setattr(store, "FIRST_PIECE", 20)  # the first 20 start the top-k
     ids, scores = repo.query(Q, k=10, metric=metric)
     order, expected = brute_force(Q, X, 10, metric)
     assert ids.tolist() == order.tolist()
@@ -167,6 +168,83 @@ def test_query_equals_brute_force(tmp_path, data, metric, monkeypatch):
     assert ids.shape == (2, 3) and sorted(ids[0]) == [3, 7, 9]
     if metric == "cosine":
         assert scores[0][ids[0].tolist().index(7)] == 0.0  # a zero vector
+
+
+def test_ties_keep_the_earlier_entry_across_chunks(tmp_path, data, monkeypatch):
+    _, _, sketcher, _ = data
+    x = np.random.default_rng(2).standard_normal(128)
+    repo = SketchRepository(tmp_path, sketcher=sketcher)
+    repo.add(np.tile(x, (300, 1)))  # 300 equal sketches: every score ties
+    monkeypatch.setattr(store, "CHUNK_BYTES", 128 * 8 * 64)  # chunks of 64 rows
+    monkeypatch.setattr(store, "FIRST_PIECE", 16)
+    for metric in ("cosine", "dot"):
+        ids, _ = repo.query(np.vstack([x, -x]), k=10, metric=metric)
+        assert ids.tolist() == [list(range(10))] * 2
+
+
+def test_float32_query_matches_float64_brute_force(tmp_path, data):
+    records = data[0]
+    sketcher = RecursiveSketcher(64, dtype="float32", random_state=0).fit(records)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((2000, 64)).astype(np.float32)
+    Q = rng.standard_normal((20, 64)).astype(np.float32)
+    repo = SketchRepository(tmp_path, sketcher=sketcher)
+    repo.add(X)
+    X64, Q64 = X.astype(np.float64), Q.astype(np.float64)
+    for metric in ("cosine", "dot"):
+        ids, scores = repo.query(Q, k=5, metric=metric)
+        order, expected = brute_force(Q64, X64, 6, metric)
+        # float32 products of 64 terms: error below 64 * 2**-24 * |q| |x|.
+        bound = 64 * 2.0**-24 * (1.0 if metric == "cosine" else np.outer(
+            np.linalg.norm(Q64, axis=1), np.linalg.norm(X64, axis=1)).max())
+        np.testing.assert_allclose(scores, expected[:, :5], rtol=0, atol=bound)
+        # Ids agree wherever the exact scores are further apart than the error.
+        clear = np.diff(-expected, axis=1) > 2 * bound
+        for q in range(20):
+            for j in range(5):
+                if clear[q, j] and (j == 0 or clear[q, j - 1]):
+                    assert ids[q, j] == order[q, j], (metric, q, j)
+
+
+def test_a_version_1_repository_gets_its_norms(tmp_path, data):
+    import sqlite3
+
+    _, _, sketcher, S = data
+    path = tmp_path / "repo"
+    X = np.vstack([S, np.zeros((1, S.shape[1]))])
+    with SketchRepository(path, sketcher=sketcher) as repo:
+        repo.add(X)
+        expected = repo.query(S[:5], k=4)
+    norm_file = path / store.NORM_FILE
+    for leftover in (None, b"\xff" * 8 * 7):
+        # As version 1 wrote it: no norm file (or one half written by an
+        # opening killed while computing it), and version 1 recorded.
+        norm_file.unlink()
+        if leftover is not None:
+            norm_file.write_bytes(leftover)
+        con = sqlite3.connect(path / store.META_FILE)
+        with con:
+            con.execute("UPDATE config SET value = '1' WHERE key = 'format_version'")
+        con.close()
+        with SketchRepository(path) as repo:
+            np.testing.assert_allclose(repo._norms(len(X)),
+                                       np.linalg.norm(X, axis=1), rtol=1e-15)
+            ids, scores = repo.query(S[:5], k=4)
+            assert ids.tolist() == expected[0].tolist()
+            np.testing.assert_allclose(scores, expected[1], rtol=1e-12)
+            assert repo._config["format_version"] == store.FORMAT_VERSION
+    with SketchRepository(path, sketcher=sketcher) as repo:  # stays version 2
+        repo.add(S[:3])
+        np.testing.assert_allclose(repo._norms(len(repo)),
+                                   np.linalg.norm(np.vstack([X, S[:3]]), axis=1),
+                                   rtol=1e-15)
+    con = sqlite3.connect(path / store.META_FILE)
+    with con:  # a later format: refused, not misread
+        con.execute("UPDATE config SET value = '3' WHERE key = 'format_version'")
+    con.close()
+    with pytest.raises(ValueError, match=r"format version 3; this sksketch reads "
+                                         r"versions \[1, 2\]"):
+        SketchRepository(path)
 
 
 def test_where_filters_match_python(tmp_path, data):
@@ -477,6 +555,8 @@ def test_sigkill_mid_batch_loses_nothing_committed(tmp_path):
                 torn_tails += size > n * D * 8
                 vectors, metadata = repo.get([f"e{i}" for i in range(n)])
                 np.testing.assert_array_equal(vectors, T[:n])
+                np.testing.assert_allclose(repo._norms(n),
+                                           np.linalg.norm(T[:n], axis=1), rtol=1e-14)
                 assert metadata == [{"g": i % 3, "i": i} for i in range(n)]
                 sums, counts = repo.sum(group_by="g", return_counts=True)
                 for g in range(3):

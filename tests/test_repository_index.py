@@ -57,3 +57,10 @@ def test_entries_added_after_the_index_are_scanned(repo, tmp_path):
     assert names == ["index-cosine-2000.faiss"]
     with pytest.raises(ValueError, match="'m'"):
         reopened.build_index(m=1)
+
+
+def test_without_faiss_the_error_names_the_extra(repo, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)
+    with pytest.raises(ImportError, match=r"An approximate index needs 'faiss': pip "
+                                          r"install 'sksketch\[index\]'"):
+        repo.build_index()
