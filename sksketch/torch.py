@@ -18,18 +18,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._batch import RecordBatch
+from ._optional import import_optional
 
 __all__ = ["ActivationRecorder", "receptive_fields"]
 
 
 def _require_torch():
-    try:
-        import torch
-        import torch.fx  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("sksketch.torch needs PyTorch: pip install "
-                          "'sksketch[torch]'") from exc
-    return torch
+    import_optional("torch.fx", "torch", "sksketch.torch")
+    return import_optional("torch", "torch", "sksketch.torch")
 
 
 # -- receptive-field geometry ----------------------------------------------
