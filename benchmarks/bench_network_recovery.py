@@ -52,10 +52,12 @@ def true_paths(records):
 
 def chain_data(n, sketch_dim, n_chains=1, seed=1, n_modules=8):
     """Records of ``n_chains`` chains each, or trees (``n_chains="tree"``:
-    one root, each object consuming a random subset of its child modules)."""
+    one root, each object consuming a random subset of the (up to 3) child
+    modules it is wired to)."""
     tree = n_chains == "tree"
     records, _ = make_activation_records(
-        n, n_modules=n_modules, depth=3, n_roots=1 if tree else n_chains,
+        n, n_modules=n_modules, depth=3, fan_in=3 if tree else 2,
+        n_roots=1 if tree else n_chains,
         n_children=1, branching="some" if tree else "one",
         shared_fraction=0.0, weights="random", class_sep=0.0, noise=1.0,
         n_classes=5, random_state=seed)

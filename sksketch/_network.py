@@ -404,11 +404,18 @@ def _prune(S, columns, selected, tolerance):
 
 
 def _fit_sketches_only(S, max_depth, alpha, n_subsample, rng, n_jobs):
-    del n_jobs  # the searches are sequential: each depends on the ones before
+    """One chain per record: quadrics (fast); otherwise the support lattice."""
+    from ._network_quadrics import quadrics_fit
+
     norms = np.linalg.norm(S, axis=1)
     nonzero = np.flatnonzero(norms > 0)
     if nonzero.size < 2:
         raise ValueError(f"need at least 2 non-zero sketches; got {nonzero.size}")
+    seed = rng.randint(2**31 - 1)
+    fitted = quadrics_fit(S, max_depth, alpha, n_subsample,
+                          np.random.RandomState(seed), n_jobs)
+    if not fitted["unsplit"]:
+        return fitted
     fitted = lattice_fit(S[nonzero], alpha, n_subsample, rng, max_depth)
     names = []
     component_rows, block_info, edges = [], [], set()

@@ -157,7 +157,8 @@ def _complete_unions(X, nodes, alpha, rng):
     n = X.shape[0]
     for _ in range(3):
         keys = {np.packbits(node["zeros"]).tobytes() for node in nodes}
-        supports = np.array([~node["zeros"] for node in nodes]).reshape(-1, n)
+        supports = np.array([~node["zeros"] for node in nodes], dtype=bool)
+        supports = supports.reshape(-1, n)
         counts = supports.sum(axis=1)
         # parent of each node: the smallest strict superset among the nodes
         contains = (supports.astype(np.int32) @ (~supports).T.astype(np.int32)) == 0
