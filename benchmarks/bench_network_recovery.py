@@ -58,7 +58,7 @@ def chain_data(n, sketch_dim, n_chains=1, seed=1, n_modules=8):
     records, _ = make_activation_records(
         n, n_modules=n_modules, depth=3, fan_in=3 if tree else 2,
         n_roots=1 if tree else n_chains,
-        n_children=1, branching="some" if tree else "one",
+        n_children=1, branching="subset" if tree else "one",
         shared_fraction=0.0, weights="random", class_sep=0.0, noise=1.0,
         n_classes=5, random_state=seed)
     sketcher = RecursiveSketcher(sketch_dim, random_state=0).fit(records)

@@ -74,7 +74,7 @@ def _range_param(value, name):
         "n_classes": [Interval(Integral, 1, None, closed="left")],
         "n_roots": [Interval(Integral, 1, None, closed="left"), tuple],
         "n_children": [Interval(Integral, 0, None, closed="left"), tuple],
-        "branching": [StrOptions({"all", "one", "some"})],
+        "branching": [StrOptions({"all", "one", "subset"})],
         "connectivity": [StrOptions({"tree", "dense"})],
         "shared_fraction": [Interval(Real, 0, 1, closed="both")],
         "weights": [StrOptions({"unit", "random"})],
@@ -118,12 +118,12 @@ def make_activation_records(n_records=100, *, n_modules=6, depth=3, fan_in=2,
         Number (or range) of root objects per record.
     n_children : int or (int, int), default=(1, 2)
         Number (or range) of objects an object consumes per child module.
-    branching : {"all", "one", "some"}, default="all"
+    branching : {"all", "one", "subset"}, default="all"
         Whether an object consumes from all the child modules its class
         wires, from one of them drawn at random, or from a random non-empty
         subset of them (each with probability 1/2). ``branching="one"`` with
         ``n_roots=1`` and ``n_children=1`` makes every record one chain from
-        an output module to a leaf; ``branching="some"`` makes trees whose
+        an output module to a leaf; ``branching="subset"`` makes trees whose
         branches vary from record to record (with ``"all"``, a class and a
         root fix the tree).
     connectivity : {"tree", "dense"}, default="tree"

@@ -8,8 +8,11 @@ network's wiring (see the user guide, Network recovery). A sketch is block-linea
 - with the records (``fit(S, records)``), each candidate path's coefficients
   ``z_P`` are known, so the blocks follow by block-sparse regression;
 - from sketches alone (``fit(S)``), records activating the same paths lie in
-  one subspace: clustering the sketches into subspaces and intersecting them
-  gives the blocks and the tree of paths.
+  one subspace: with one chain per record, clustering the sketches into
+  subspaces and intersecting them gives the blocks and the tree of paths
+  (``_network_quadrics``); with several paths per record, the sparse dual
+  vectors of the sketches give each path's support and the lattice of
+  supports gives the tree (``_network_sketches``).
 """
 
 import warnings
@@ -47,13 +50,15 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
         Relative noise level: residuals, singular values and principal-angle
         gaps below ``alpha`` times the data's scale count as zero.
     n_subsample : int, default=2000
-        Sketches only: how many sketches the subspace clustering looks at;
-        the others are then assigned to the nearest subspace.
+        Sketches only: how many sketches the subspace clustering, and each
+        search for a path's support, looks at; every sketch is then assigned
+        (to its nearest subspace, or to the supports it lies in).
     random_state : int, RandomState instance or None, default=None
         Draws the subsample and the sketches each subspace is found from.
     n_jobs : int, default=None
-        Sketches only: threads over the independent groups of subspaces
-        (``None``: one, ``-1``: all). The result does not depend on it.
+        Sketches only: threads over the independent groups of subspaces of
+        the one-chain method (``None``: one, ``-1``: all). The result does
+        not depend on it.
 
     Attributes
     ----------

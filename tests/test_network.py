@@ -184,7 +184,7 @@ def test_sketches_only_recovers_trees():
     # root-to-leaf path on average). Each path's sketches span a block no
     # other path's do, and a path's records are those of its children
     # together: the lattice of supports is the tree.
-    records, sketcher, sketches = _sketches_only_data(5000, branching="some")
+    records, sketcher, sketches = _sketches_only_data(5000, branching="subset")
     assert np.mean([sum(not o.inputs for o in r.objects) for r in records]) > 1.2
     learner = NetworkRecoveryDictionaryLearner(random_state=0)
     with warnings.catch_warnings():
