@@ -421,7 +421,13 @@ def _fit_sketches_only(S, max_depth, alpha, n_subsample, rng, n_jobs):
                           np.random.RandomState(seed), n_jobs)
     if not fitted["unsplit"]:
         return fitted
-    fitted = lattice_fit(S[nonzero], alpha, n_subsample, rng, max_depth)
+    unsplit = [f"{n} sketches in {dim} dimensions: {reason}"
+               for dim, n, reason in fitted["unsplit"]]
+    try:
+        fitted = lattice_fit(S[nonzero], alpha, n_subsample, rng, max_depth)
+    except np.linalg.LinAlgError as error:  # keep the quadrics' answer
+        fitted["unsplit"] = unsplit + [f"the support lattice failed ({error})"]
+        return fitted
     names = []
     component_rows, block_info, edges = [], [], set()
     start = 0

@@ -136,6 +136,8 @@ def _children(X, parent, alpha, n_subsample, rng, problems):
         local = F.T @ dual
         if np.linalg.norm(F @ local - dual) > np.sqrt(alpha) * np.sqrt(dual.shape[1]):
             break  # numerical trouble: the node is not inside its parent
+        if not np.all(np.isfinite(dual)):
+            break
         found.append({"zeros": zeros, "dual": dual})
         span = _orth(np.hstack([span, local]), alpha)
     return found
@@ -189,7 +191,7 @@ def _complete_unions(X, nodes, alpha, rng):
                 inner = [nodes[k]["dual"] for k in range(len(nodes))
                          if not np.any(supports[k] & zeros)]
                 inner_dim = _orth(np.hstack(inner), alpha).shape[1] if inner else 0
-                if dual.shape[1] > inner_dim:
+                if dual.shape[1] > inner_dim and np.all(np.isfinite(dual)):
                     added.append({"zeros": zeros, "dual": dual})
         if not added:
             break
@@ -211,7 +213,9 @@ def _sparsest(Y, span, alpha, rng):
     values = np.maximum(values, alpha**2 * max(values[-1], 1e-300))
     whiten = vectors / np.sqrt(values)
     a = _sparsest_white(Y @ whiten, np.linalg.solve(whiten, span), alpha, rng)
-    return None if a is None else whiten @ a
+    if a is None or not np.all(np.isfinite(a)):
+        return None
+    return whiten @ a
 
 
 def _sparsest_white(Y, span, alpha, rng):
