@@ -50,9 +50,15 @@ def true_paths(records):
     return ColumnLayout.from_unrolled(batch, unroll(batch)).slots_by_path()
 
 
-def chain_data(n, sketch_dim, n_chains=1, seed=1):
+def chain_data(n, sketch_dim, n_chains=1, seed=1, n_modules=8):
+    """Records of ``n_chains`` chains each, or trees (``n_chains="tree"``:
+    one root, each object consuming a random subset of the (up to 3) child
+    modules it is wired to)."""
+    tree = n_chains == "tree"
     records, _ = make_activation_records(
-        n, n_modules=8, depth=3, n_roots=n_chains, n_children=1, branching="one",
+        n, n_modules=n_modules, depth=3, fan_in=3 if tree else 2,
+        n_roots=1 if tree else n_chains,
+        n_children=1, branching="subset" if tree else "one",
         shared_fraction=0.0, weights="random", class_sep=0.0, noise=1.0,
         n_classes=5, random_state=seed)
     sketcher = RecursiveSketcher(sketch_dim, random_state=0).fit(records)
@@ -161,19 +167,57 @@ def peers(n, sketch_dim):
     return results
 
 
-def more_paths(n, dims):
+def more_paths(sample_counts, sketch_dim, kinds=(1, 2, 3, 4, "tree")):
+    """Every kind of record (chains per record, or trees), against the
+    number of sketches, with the peers' block cosine on the same sketches."""
+    import warnings
+
     rows = []
-    for sketch_dim in dims:
-        for n_chains in (1, 2, 3):
-            records, sketcher, sketches = chain_data(n, sketch_dim, n_chains)
-            paths = true_paths(records)
-            learner, seconds = timed(lambda s=sketches: (
-                NetworkRecoveryDictionaryLearner(random_state=0).fit(s)))
+    for kind in kinds:
+        records, sketcher, sketches = chain_data(max(sample_counts), sketch_dim,
+                                                 kind)
+        for n in sample_counts:
+            paths = true_paths(records[:n])
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                learner, seconds = timed(lambda s=sketches[:n]: (
+                    NetworkRecoveryDictionaryLearner(random_state=0).fit(s)))
             score = score_network_recovery(learner, sketcher, paths)
-            rows.append({"sketch_dim": sketch_dim, "chains_per_record": n_chains,
-                         "block_cosine": score["block_cosine"], "f1": score["f1"],
-                         **fit_times(seconds)})
+            leaves = np.mean([sum(1 for o in r.objects if not o.inputs)
+                              for r in records[:n]])
+            row = {"sketch_dim": sketch_dim, "chains_per_record": kind,
+                   "n_sketches": n, "n_paths": len(paths),
+                   "leaves_per_record": float(leaves),
+                   "block_cosine": score["block_cosine"], "f1": score["f1"],
+                   "warned": bool(caught), **fit_times(seconds)}
+            if n == max(sample_counts):
+                row["peers"] = peer_cosines(sketches[:n], sketcher, paths)
+            rows.append(row)
     return rows
+
+
+def peer_cosines(sketches, sketcher, paths):
+    """MiniBatchDictionaryLearning and SPAMS on the same sketches: block
+    cosine (atoms closest to each block) and fit time."""
+    n_atoms = sum(1 + 4 * len(s) for s in paths.values())
+    model, seconds = timed(lambda: MiniBatchDictionaryLearning(
+        n_atoms, alpha=0.1, batch_size=256, max_iter=10,
+        random_state=0).fit(sketches))
+    out = {"MiniBatchDictionaryLearning": {
+        "block_cosine": atom_block_cosine(model.components_, sketcher, paths)[0],
+        **fit_times(seconds)}}
+    try:
+        import spams
+    except ImportError:
+        out["SPAMS"] = None
+    else:
+        data = np.asfortranarray(sketches.T)
+        atoms, seconds = timed(lambda: spams.trainDL(
+            data, K=n_atoms, lambda1=0.1, iter=200, batchsize=256, verbose=False))
+        out["SPAMS"] = {"block_cosine": atom_block_cosine(np.asarray(atoms).T,
+                                                          sketcher, paths)[0],
+                        **fit_times(seconds)}
+    return out
 
 
 def with_records(pair_counts, sketch_dim=256):
@@ -199,31 +243,38 @@ def with_records(pair_counts, sketch_dim=256):
     return rows
 
 
-def plot(rows, peer_results, path):
+def plot(crowded, path):
+    """F1 and block cosine against the number of sketches, per record kind;
+    the peers' block cosine on the largest sample as markers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for sketch_dim in sorted({r["sketch_dim"] for r in rows}):
-        mine = [r for r in rows if r["sketch_dim"] == sketch_dim]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.8))
+    kinds = list(dict.fromkeys(r["chains_per_record"] for r in crowded))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for kind, color in zip(kinds, colors):
+        mine = [r for r in crowded if r["chains_per_record"] == kind]
+        label = "trees" if kind == "tree" else f"{kind} chain{'s' * (kind != 1)}"
         n = [r["n_sketches"] for r in mine]
-        left.semilogx(n, [r["f1"] for r in mine], marker="o", label=f"d = {sketch_dim}")
+        left.semilogx(n, [r["f1"] for r in mine], marker="o", color=color,
+                      label=label)
         right.semilogx(n, [r["block_cosine"] for r in mine], marker="o",
-                       label=f"sksketch, d = {sketch_dim}")
-    for (name, result), style in zip(peer_results.items(), ("k--", "r:", "g-.", "b:")):
-        if result is not None and name != "sksketch":
-            right.axhline(result["block_cosine"], linestyle=style[1:], color=style[0],
-                          label=f"{name} (n = {peer_results['n']})"
-                          if name != "n" else None)
-    left.set(xlabel="sketches", ylabel="path-tree F1", title="Sketches only: wiring",
-             ylim=(-0.05, 1.05))
-    right.set(xlabel="sketches", ylabel="block cosine", title="Sketches only: blocks",
-              ylim=(0, 1.05))
+                       color=color, label=f"sksketch, {label}")
+        peers_here = mine[-1].get("peers", {})
+        for (name, peer), marker in zip(peers_here.items(), ("x", "+")):
+            if peer is not None:
+                right.plot([mine[-1]["n_sketches"]], [peer["block_cosine"]],
+                           marker=marker, color=color, linestyle="none",
+                           label=f"{name}" if kind == kinds[0] else None)
+    left.set(xlabel="sketches", ylabel="path-tree F1",
+             title="Sketches only: wiring (d = 256)", ylim=(-0.05, 1.05))
+    right.set(xlabel="sketches", ylabel="block cosine",
+              title="Sketches only: blocks (x, +: peers)", ylim=(0, 1.05))
     for axis in (left, right):
         axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=6)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -234,6 +285,12 @@ def main():
     parser.add_argument("--samples", type=int, nargs="+",
                         default=[250, 500, 1000, 2000, 5000, 10000, 20000])
     parser.add_argument("--dims", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--crowded-samples", type=int, nargs="+",
+                        default=[2000, 5000, 20000, 50000])
+    parser.add_argument("--skip-chains", action="store_true",
+                        help="skip the one-chain tables (sample counts, d, peers)")
+    parser.add_argument("--skip-records", action="store_true",
+                        help="skip the table with records")
     parser.add_argument("--plot", action="store_true")
     parser.add_argument("--busy-core", action="store_true",
                         help="also time with another process spinning on one core")
@@ -243,42 +300,52 @@ def main():
     busy.ENABLED = args.busy_core
     busy_header = " busy s" if args.busy_core else ""
 
-    rows = sketches_only(args.samples, args.dims)
-    print("Sketches only (chain records, 8 modules):")
-    print(f"{'d':>5} {'sketches':>9} {'paths':>6} {'cosine':>7} {'F1':>5} "
-          f"{'fit s':>6}{busy_header}")
-    for r in rows:
-        print(f"{r['sketch_dim']:>5} {r['n_sketches']:>9} {r['n_paths']:>6} "
-              f"{r['block_cosine']:>7.3f} {r['f1']:>5.2f} {show(r)}")
-    first = {}
-    for r in rows:
-        if r["f1"] == 1.0 and r["sketch_dim"] not in first:
-            first[r["sketch_dim"]] = r["n_sketches"]
-    print(f"first sample count with F1 = 1.0: {first}")
+    rows, first, peer_results, n_peer = [], {}, {}, max(args.samples)
+    if not args.skip_chains:
+        rows = sketches_only(args.samples, args.dims)
+        print("Sketches only (chain records, 8 modules):")
+        print(f"{'d':>5} {'sketches':>9} {'paths':>6} {'cosine':>7} {'F1':>5} "
+              f"{'fit s':>6}{busy_header}")
+        for r in rows:
+            print(f"{r['sketch_dim']:>5} {r['n_sketches']:>9} {r['n_paths']:>6} "
+                  f"{r['block_cosine']:>7.3f} {r['f1']:>5.2f} {show(r)}")
+        first = {}
+        for r in rows:
+            if r["f1"] == 1.0 and r["sketch_dim"] not in first:
+                first[r["sketch_dim"]] = r["n_sketches"]
+        print(f"first sample count with F1 = 1.0: {first}")
 
-    n_peer = max(args.samples)
-    peer_results = peers(n_peer, args.dims[0])
-    print(f"\nPeers on the same {n_peer} sketches (d = {args.dims[0]}):")
-    for name, result in peer_results.items():
-        if result is None:
-            print(f"  {name}: not installed")
-        else:
-            print(f"  {name:<31} block cosine {result['block_cosine']:.3f}, atoms "
-                  f"inside a block {result['atoms_inside_a_block']:>3} of "
-                  f"{result['n_atoms']}, fit {show(result)} s")
-    spams_result = peer_results.get("SPAMS")
-    if spams_result:
-        print(f"  time ratio sksketch / SPAMS: "
-              f"{peer_results['sksketch']['fit_s'] / spams_result['fit_s']:.2f}")
+        n_peer = max(args.samples)
+        peer_results = peers(n_peer, args.dims[0])
+        print(f"\nPeers on the same {n_peer} sketches (d = {args.dims[0]}):")
+        for name, result in peer_results.items():
+            if result is None:
+                print(f"  {name}: not installed")
+            else:
+                print(f"  {name:<31} block cosine {result['block_cosine']:.3f}, atoms "
+                      f"inside a block {result['atoms_inside_a_block']:>3} of "
+                      f"{result['n_atoms']}, fit {show(result)} s")
+        spams_result = peer_results.get("SPAMS")
+        if spams_result:
+            print(f"  time ratio sksketch / SPAMS: "
+                  f"{peer_results['sksketch']['fit_s'] / spams_result['fit_s']:.2f}")
 
-    crowded = more_paths(5000, args.dims)
-    print("\nMore chains per record (5000 sketches):")
-    print(f"{'d':>5} {'chains':>7} {'cosine':>7} {'F1':>5} {'fit s':>6}{busy_header}")
+    crowded = more_paths(args.crowded_samples, args.dims[0])
+    print(f"\nSeveral chains per record, and trees (d = {args.dims[0]}; peers on "
+          f"the largest sample):")
+    print(f"{'chains':>7} {'paths':>6} {'leaves':>7} {'sketches':>9} {'cosine':>7} "
+          f"{'F1':>5} {'warned':>7} {'fit s':>6}{busy_header}")
     for r in crowded:
-        print(f"{r['sketch_dim']:>5} {r['chains_per_record']:>7} "
-              f"{r['block_cosine']:>7.3f} {r['f1']:>5.2f} {show(r)}")
+        print(f"{r['chains_per_record']!s:>7} {r['n_paths']:>6} "
+              f"{r['leaves_per_record']:>7.2f} {r['n_sketches']:>9} "
+              f"{r['block_cosine']:>7.3f} {r['f1']:>5.2f} {r['warned']!s:>7} {show(r)}")
+        for name, peer in r.get("peers", {}).items():
+            text = ("not installed" if peer is None else
+                    f"block cosine {peer['block_cosine']:.3f}, fit {show(peer)} s")
+            print(f"{'':>9}{name}: {text}")
 
-    records_rows = with_records([100, 200, 500, 1000, 2000])
+    records_rows = [] if args.skip_records else with_records([100, 200, 500, 1000,
+                                                               2000])
     print("\nWith records (dense layers, 12 modules, edges dropped, d = 256):")
     print(f"{'pairs':>6} {'cosine':>7} {'F1':>5} {'fit s':>6}{busy_header}")
     for r in records_rows:
@@ -293,7 +360,7 @@ def main():
     print(f"wrote {out}")
     if args.plot:
         image = HERE.parent / "docs" / "images" / "network_recovery.png"
-        plot(rows, {**peer_results, "n": n_peer}, image)
+        plot(crowded, image)
         print(f"wrote {image}")
 
 

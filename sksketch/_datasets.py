@@ -74,7 +74,7 @@ def _range_param(value, name):
         "n_classes": [Interval(Integral, 1, None, closed="left")],
         "n_roots": [Interval(Integral, 1, None, closed="left"), tuple],
         "n_children": [Interval(Integral, 0, None, closed="left"), tuple],
-        "branching": [StrOptions({"all", "one"})],
+        "branching": [StrOptions({"all", "one", "subset"})],
         "connectivity": [StrOptions({"tree", "dense"})],
         "shared_fraction": [Interval(Real, 0, 1, closed="both")],
         "weights": [StrOptions({"unit", "random"})],
@@ -118,11 +118,14 @@ def make_activation_records(n_records=100, *, n_modules=6, depth=3, fan_in=2,
         Number (or range) of root objects per record.
     n_children : int or (int, int), default=(1, 2)
         Number (or range) of objects an object consumes per child module.
-    branching : {"all", "one"}, default="all"
+    branching : {"all", "one", "subset"}, default="all"
         Whether an object consumes from all the child modules its class
-        wires, or from one of them drawn at random. ``branching="one"`` with
+        wires, from one of them drawn at random, or from a random non-empty
+        subset of them (each with probability 1/2). ``branching="one"`` with
         ``n_roots=1`` and ``n_children=1`` makes every record one chain from
-        an output module to a leaf.
+        an output module to a leaf; ``branching="subset"`` makes trees whose
+        branches vary from record to record (with ``"all"``, a class and a
+        root fix the tree).
     connectivity : {"tree", "dense"}, default="tree"
         ``"tree"``: each object consumes its own children (some shared, see
         ``shared_fraction``). ``"dense"``: every object of a module consumes
@@ -227,6 +230,18 @@ def _new_object(objects, network, label, module, slot, weights, noise, rng):
     return obj
 
 
+def _branch(child_modules, branching, rng):
+    """The child modules one object consumes from."""
+    if branching == "all" or not child_modules:
+        return child_modules
+    if branching == "one":
+        return (child_modules[rng.randint(len(child_modules))],)
+    keep = rng.rand(len(child_modules)) < 0.5
+    if not keep.any():
+        keep[rng.randint(len(child_modules))] = True
+    return tuple(m for m, k in zip(child_modules, keep) if k)
+
+
 def _make_record(network, label, n_roots, n_children, branching, shared_fraction,
                  weights, noise, rng):
     objects = []
@@ -236,9 +251,7 @@ def _make_record(network, label, n_roots, n_children, branching, shared_fraction
     def emit(module, slot):
         obj = _new_object(objects, network, label, module, slot, weights, noise, rng)
         by_module.setdefault(module, []).append(obj)
-        child_modules = wiring.get(module, ())
-        if branching == "one" and child_modules:
-            child_modules = (child_modules[rng.randint(len(child_modules))],)
+        child_modules = _branch(wiring.get(module, ()), branching, rng)
         for child_module in child_modules:
             for ordinal in range(rng.randint(n_children[0], n_children[1] + 1)):
                 pool = [o for o in by_module.get(child_module, ())
@@ -275,9 +288,7 @@ def _make_dense_record(network, label, n_roots, n_children, branching,
     for _ in network.layers[1:]:
         fired = {}  # child module -> parent modules that consume it
         for module in by_module:
-            children = wiring.get(module, ())
-            if branching == "one" and children:
-                children = (children[rng.randint(len(children))],)
+            children = _branch(wiring.get(module, ()), branching, rng)
             for child in children:
                 fired.setdefault(child, []).append(module)
         layer = {}

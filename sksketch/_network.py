@@ -8,16 +8,17 @@ network's wiring (see the user guide, Network recovery). A sketch is block-linea
 - with the records (``fit(S, records)``), each candidate path's coefficients
   ``z_P`` are known, so the blocks follow by block-sparse regression;
 - from sketches alone (``fit(S)``), records activating the same paths lie in
-  one subspace: clustering the sketches into subspaces and intersecting them
-  gives the blocks and the tree of paths.
+  one subspace: with one chain per record, clustering the sketches into
+  subspaces and intersecting them gives the blocks and the tree of paths
+  (``_network_quadrics``); with several paths per record, the sparse dual
+  vectors of the sketches give each path's support and the lattice of
+  supports gives the tree (``_network_sketches``).
 """
 
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from joblib import Parallel, delayed
-from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval
@@ -25,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._array_api import as_dtype, backend_of, check_floating, to_backend, zeros
 from ._batch import as_batch
+from ._network_sketches import lattice_fit
 from ._recover import _is_records, path_name
 from ._threads import one_blas_thread
 from ._verbose import Progress
@@ -50,13 +52,15 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
         Relative noise level: residuals, singular values and principal-angle
         gaps below ``alpha`` times the data's scale count as zero.
     n_subsample : int, default=2000
-        Sketches only: how many sketches the subspace clustering looks at;
-        the others are then assigned to the nearest subspace.
+        Sketches only: how many sketches the subspace clustering, and each
+        search for a path's support, looks at; every sketch is then assigned
+        (to its nearest subspace, or to the supports it lies in).
     random_state : int, RandomState instance or None, default=None
         Draws the subsample and the sketches each subspace is found from.
     n_jobs : int, default=None
-        Sketches only: threads over the independent groups of subspaces
-        (``None``: one, ``-1``: all). The result does not depend on it.
+        Sketches only: threads over the independent groups of subspaces of
+        the one-chain method (``None``: one, ``-1``: all). The result does
+        not depend on it.
     verbose : int, default=0
         Progress messages on stdout from ``fit`` (none with 0).
 
@@ -169,17 +173,12 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
         log(lambda: f"recovered {len(self.blocks_)} path blocks, relative "
             f"residual {self.error_:.3g}")
         if unsplit:
-            groups = "; ".join(f"{dim} dimensions, {n} sketches: {reason}"
-                               for dim, n, reason in unsplit)
             warnings.warn(
-                f"Sketches-only recovery could not split {len(unsplit)} group(s) "
-                f"of sketches into path subspaces ({groups}). Each such group is "
-                f"learned as one block with no paths below it, so blocks_ and "
-                f"wiring_ are likely wrong there. Recovery from sketches alone "
-                f"needs records that each activate one root-to-leaf chain "
-                f"(several chains per record add up their subspaces); otherwise "
-                f"fit with the records, fit(S, records).", UserWarning,
-                stacklevel=3)
+                "Sketches-only recovery could not identify every path: "
+                + "; ".join(unsplit) + ". blocks_ and wiring_ are likely wrong "
+                "there. See the user guide (Network recovery) for what can be "
+                "identified from sketches alone; fit(S, records) needs no such "
+                "conditions.", UserWarning, stacklevel=3)
         if self.ambiguous_:
             pairs = "; ".join(f"{path_name(a)} / {path_name(b)}"
                               for a, b in self.ambiguous_)
@@ -433,226 +432,46 @@ def _prune(S, columns, selected, tolerance):
 
 
 def _fit_sketches_only(S, max_depth, alpha, n_subsample, rng, n_jobs):
+    """One chain per record: quadrics (fast); otherwise the support lattice."""
+    from ._network_quadrics import quadrics_fit
+
     norms = np.linalg.norm(S, axis=1)
     nonzero = np.flatnonzero(norms > 0)
     if nonzero.size < 2:
         raise ValueError(f"need at least 2 non-zero sketches; got {nonzero.size}")
-    bases, residuals, n_iter, unsplit = _chain_subspaces(S[nonzero], alpha,
-                                                         n_subsample, rng, n_jobs)
-    nodes = _subspace_tree(bases, alpha, max_depth)
+    seed = rng.randint(2**31 - 1)
+    fitted = quadrics_fit(S, max_depth, alpha, n_subsample,
+                          np.random.RandomState(seed), n_jobs)
+    if not fitted["unsplit"]:
+        return fitted
+    unsplit = [f"{n} sketches in {dim} dimensions: {reason}"
+               for dim, n, reason in fitted["unsplit"]]
+    try:
+        fitted = lattice_fit(S[nonzero], alpha, n_subsample, rng, max_depth)
+    except np.linalg.LinAlgError as error:  # keep the quadrics' answer
+        fitted["unsplit"] = unsplit + [f"the support lattice failed ({error})"]
+        return fitted
+    names = []
     component_rows, block_info, edges = [], [], set()
     start = 0
-    for name, parent, basis in nodes:
-        component_rows.append(basis.T)
+    for index, parent, block in fitted["tree"]:
+        if parent is None:
+            label = f"n{sum(1 for _, p, _ in fitted['tree'][:index] if p is None)}"
+            name = label
+        else:
+            siblings = sum(1 for _, p, _ in fitted["tree"][:index] if p == parent)
+            name = f"{names[parent]}/{names[parent].split('/')[-1]}.{siblings}"
+        names.append(name)
+        component_rows.append(block.T)
         block_info.append(Bunch(path=tuple(name.split("/")), slots=None,
-                                columns=slice(start, start + basis.shape[1])))
-        start += basis.shape[1]
+                                columns=slice(start, start + block.shape[1])))
+        start += block.shape[1]
         if parent is not None:
-            edges.add((parent, name))
-    # residuals are relative to each sketch's norm
-    error = np.sqrt(np.sum((residuals * norms[nonzero]) ** 2)) / np.linalg.norm(S)
+            edges.add((names[parent], name))
     return {"components_": _stack(component_rows, S.shape[1]), "blocks_": block_info,
-            "ambiguous_": [], **_wiring([n for n, _, _ in nodes], edges),
-            "n_iter_": n_iter, "error_": float(error), "unsplit": unsplit}
-
-
-# Largest number of quadratic monomials (dim (dim + 1) / 2) the vanishing
-# polynomials are fitted over: 2,145 is a 65-dimensional group.
-_MAX_MONOMIALS = 2500
-
-
-def _chain_subspaces(S, alpha, n_subsample, rng, n_jobs=None):
-    """The subspaces the sketches lie in: one per set of co-activated paths.
-
-    1. Groups of independent subspaces (paths with no block in common, e.g.
-       different output modules) separate exactly by the shape-interaction
-       matrix ``U U^T`` of the sketches, which is zero across them.
-    2. Within a group the subspaces share prefix blocks, so sparse
-       self-expression mixes them. But each has blocks of its own, and then
-       degree-2 polynomials vanish on their union: at a point, the gradients
-       of those quadrics span the normal space of the point's own subspace
-       (generalized PCA). One point per subspace suffices: every sketch with
-       no residual on its subspace belongs to it.
-    3. All sketches go to their nearest subspace, refitted until stable.
-
-    Returns ``(bases, residuals, n_iter, unsplit)``: orthonormal bases of
-    shape (d, dim), each sketch's relative distance to its subspace, and
-    ``(dim, n_sketches, reason)`` for every group of more than one dimension
-    that no quadric could split (learned as one subspace).
-    """
-    n = S.shape[0]
-    sample = np.sort(rng.choice(n, size=min(n, n_subsample), replace=False))
-    span = _orthonormal(S[sample].T, alpha)
-    coordinates = S @ span
-    # Group spans from the subsample; then every sketch joins its group, so
-    # that each group has enough points for its quadrics.
-    group_spans = [_orthonormal(coordinates[sample[g]].T, alpha)
-                   for g in _independent_groups(coordinates[sample], alpha)]
-    membership = _nearest_subspace(coordinates, group_spans)
-    # Groups are independent: threads (BLAS releases the GIL), each with its
-    # own seed so that the result does not depend on n_jobs.
-    seeds = rng.randint(2**31 - 1, size=len(group_spans))
-    found = Parallel(n_jobs=n_jobs, prefer="threads")(
-        delayed(_group_subspaces)(coordinates[membership == g] @ group_span, alpha,
-                                  seed)
-        for g, (group_span, seed) in enumerate(zip(group_spans, seeds)))
-    bases = [span @ group_span @ basis
-             for group_span, (local_bases, _) in zip(group_spans, found)
-             for basis in local_bases]
-    unsplit = [(group_span.shape[1], int(np.sum(membership == g)), reason)
-               for g, (group_span, (_, reason)) in enumerate(zip(group_spans, found))
-               if reason is not None]
-    # K-subspaces refinement on every sketch.
-    labels, n_iter = None, 0
-    while n_iter < 10:
-        n_iter += 1
-        residuals = np.column_stack([_residuals(S, b) for b in bases])
-        new = np.argmin(residuals, axis=1)
-        if labels is not None and np.array_equal(new, labels):
-            break
-        used = np.unique(new)  # drop subspaces no sketch is nearest to
-        labels = np.searchsorted(used, new)
-        bases = [_orthonormal(S[labels == c].T, alpha) for c in range(used.size)]
-    # Exact distances for the final labels: ||x||^2 - ||B^T x||^2 above
-    # cancels to sqrt(machine epsilon) for points on their subspace.
-    distances = np.zeros(n)
-    for c, basis in enumerate(bases):
-        members = S[labels == c]
-        distances[labels == c] = np.linalg.norm(
-            members - (members @ basis) @ basis.T, axis=1)
-    return bases, distances / np.linalg.norm(S, axis=1), n_iter, unsplit
-
-
-def _group_subspaces(local, alpha, seed):
-    """Peel one group's subspaces: a random sketch's, then its inliers' out.
-
-    Returns ``(bases, reason)``: ``reason`` says why no quadric vanishes on
-    a group of more than one dimension (then it is one subspace), else None.
-    """
-    rng = np.random.RandomState(seed)
-    quadrics, reason = _vanishing_quadrics(local, alpha, rng)
-    bases = []
-    unassigned = np.arange(local.shape[0])
-    while unassigned.size:
-        seed_point = local[unassigned[rng.randint(unassigned.size)]]
-        basis = _subspace_at(seed_point, quadrics, alpha)
-        inside = _residuals(local[unassigned], basis) <= np.sqrt(alpha)
-        inside |= np.all(local[unassigned] == seed_point, axis=1)
-        unassigned = unassigned[~inside]
-        bases.append(basis)
-    return bases, reason
-
-
-def _independent_groups(points, alpha):
-    """Connected components of the shape-interaction matrix ``U U^T``."""
-    u = _orthonormal(points, alpha)  # left singular vectors: one row per point
-    u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), np.finfo(float).tiny)
-    interaction = np.abs(u @ u.T) > np.sqrt(alpha)  # cosines: 0 across groups
-    n_groups, labels = connected_components(interaction, directed=False)
-    return [np.flatnonzero(labels == g) for g in range(n_groups)]
-
-
-def _vanishing_quadrics(points, alpha, rng):
-    """Symmetric matrices ``Q`` with ``x^T Q x = 0`` on every point.
-
-    The quadrics that vanish on the points vanish on their subspaces only
-    once the points fill the subspaces' quadratic images: when there are more
-    points than the rank of their Veronese embedding. Otherwise none is
-    returned. Returns ``(quadrics, reason)``: why none was found for points
-    of two or more dimensions, else None.
-    """
-    dim = points.shape[1]
-    n_monomials = dim * (dim + 1) // 2
-    if dim < 2:
-        return [], None
-    if n_monomials > _MAX_MONOMIALS:
-        return [], (f"too wide for quadrics over its {n_monomials} monomials "
-                    f"(at most {_MAX_MONOMIALS})")
-    take = min(points.shape[0], 4 * n_monomials)
-    sample = points[rng.choice(points.shape[0], take, replace=False)]
-    sample = sample / np.linalg.norm(sample, axis=1, keepdims=True)
-    upper = np.triu_indices(dim)
-    veronese = sample[:, upper[0]] * sample[:, upper[1]]
-    eigenvalues, eigenvectors = np.linalg.eigh(veronese.T @ veronese)
-    vanishing = eigenvalues <= alpha**2 * eigenvalues[-1]
-    rank = n_monomials - int(vanishing.sum())
-    if take < rank + max(10, rank // 10):  # every point independent: spurious
-        return [], (f"too few sketches for its quadrics ({take} for "
-                    f"{n_monomials} quadratic monomials)")
-    if not vanishing.any():
-        return [], ("the sketches fill its span: no union of smaller subspaces "
-                    "(records activating several chains, or paths that always "
-                    "fire together)")
-    null = eigenvectors[:, vanishing]
-    quadrics = np.zeros((null.shape[1], dim, dim))
-    quadrics[:, upper[0], upper[1]] = null.T
-    return 0.5 * (quadrics + quadrics.transpose(0, 2, 1)), None
-
-
-def _subspace_at(point, quadrics, alpha):
-    """Basis of the subspace through ``point``: the complement of its normals."""
-    dim = point.size
-    if len(quadrics) == 0:
-        return np.eye(dim)
-    normals = _orthonormal((quadrics @ point).T, np.sqrt(alpha))
-    if not normals.shape[1]:
-        return np.eye(dim)
-    u, s, _ = np.linalg.svd(normals, full_matrices=True)
-    return u[:, normals.shape[1]:]
-
-
-def _residuals(points, basis):
-    """Relative distance of each point to a subspace (orthonormal basis)."""
-    squared = np.einsum("ij,ij->i", points, points)
-    projected = points @ basis
-    inside = np.einsum("ij,ij->i", projected, projected)
-    return np.sqrt(np.maximum(squared - inside, 0) / np.maximum(squared, 1e-300))
-
-
-def _nearest_subspace(S, bases):
-    return np.argmin(np.column_stack([_residuals(S, b) for b in bases]), axis=1)
-
-
-def _subspace_tree(bases, alpha, max_depth):
-    """Intersect cluster subspaces into a tree of path blocks.
-
-    Clusters that share more than their parent's intersection belong to one
-    child; a node's block is its clusters' intersection minus the parent's.
-    Returns ``[(name, parent_name, basis)]`` with names like ``"n0/n0.1"``.
-    """
-    nodes = []
-    d = bases[0].shape[0] if bases else 0
-
-    def recurse(members, parent_basis, parent_name, depth):
-        if max_depth is not None and depth >= max_depth:
-            return
-        q = parent_basis.shape[1]
-        n = len(members)
-        shared = np.zeros((n, n), dtype=bool)
-        for a in range(n):
-            for b in range(a + 1, n):
-                common = _intersection(bases[members[a]], bases[members[b]], alpha)
-                dim = common.shape[1]
-                shared[a, b] = shared[b, a] = dim > q
-        _, groups = connected_components(shared, directed=False)
-        for g in np.unique(groups):
-            group = [members[i] for i in np.flatnonzero(groups == g)]
-            basis = bases[group[0]]
-            for other in group[1:]:
-                basis = _intersection(basis, bases[other], alpha)
-            block = _complement(basis, parent_basis, alpha)
-            if not block.shape[1]:
-                continue
-            index = len([n for n in nodes if n[1] == parent_name])
-            label = (f"n{index}" if parent_name is None
-                     else f"{parent_name.split('/')[-1]}.{index}")
-            name = label if parent_name is None else f"{parent_name}/{label}"
-            nodes.append((name, parent_name, block))
-            if len(group) > 1:
-                recurse(group, basis, name, depth + 1)
-
-    recurse(list(range(len(bases))), np.zeros((d, 0)), None, 0)
-    return nodes
+            "ambiguous_": [], **_wiring(names, edges),
+            "n_iter_": len(fitted["tree"]), "error_": fitted["error"],
+            "unsplit": fitted["problems"]}
 
 
 # -- linear algebra helpers ------------------------------------------------------
