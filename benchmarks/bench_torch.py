@@ -99,17 +99,9 @@ def run(args, busy):
     def record():
         return [recorder.record(b) for b in batches]
 
-    if args.cpu_time:
-        def timed(function, repeat):
-            function()
-            times = []
-            for _ in range(repeat):
-                start = time.process_time()
-                function()
-                times.append(time.process_time() - start)
-            return min(times)
-    else:
-        timed = best_time
+    def timed(function, repeat):
+        return best_time(function, repeat, clock=time.process_time
+                         if args.cpu_time else time.perf_counter)
     t_forward = timed(forward, args.repeat)
     t_record = timed(record, args.repeat)
     records = record()

@@ -21,23 +21,16 @@ from busy_core import busy_core
 from common import write_results
 
 WORKLOAD = r'''
-import sys, time
+import sys
 sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[2])  # the benchmarks folder, for common
+from common import best_time
 import sksketch
 from sksketch import (RecursiveSketcher, SketchAttributeRecoverer,
                       make_activation_records)
 from sksketch._batch import as_batch
 from sksketch import _shapes
 assert sksketch.__file__.startswith(sys.argv[1]), sksketch.__file__
-
-def best(function, repeat=5):
-    function()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 trees = as_batch(make_activation_records(200, random_state=0)[0])
 cases = {
@@ -54,12 +47,13 @@ cases = {
 out = {}
 for name, (batch, d, engine) in cases.items():
     sketcher = RecursiveSketcher(d, engine=engine, random_state=0).fit(batch)
-    out[name] = best(lambda: sketcher.transform(batch))
+    out[name] = best_time(lambda: sketcher.transform(batch), 5)
 records = make_activation_records(2000, random_state=0)[0]
 recoverer = SketchAttributeRecoverer(RecursiveSketcher(256, random_state=0))
 recoverer.fit(records[:200])
 S = recoverer.sketcher_.transform(records)
-out["lstsq decode 2000 sketches, d=256"] = best(lambda: recoverer.transform(S))
+out["lstsq decode 2000 sketches, d=256"] = best_time(
+    lambda: recoverer.transform(S), 5)
 print(repr(out))
 '''
 
@@ -80,7 +74,8 @@ def main():
     with busy_core(args.busy_core):
         for _ in range(args.rounds):
             for label, path in paths.items():
-                done = subprocess.run([sys.executable, "-c", WORKLOAD, path],
+                done = subprocess.run([sys.executable, "-c", WORKLOAD, path,
+                                       str(Path(__file__).resolve().parent)],
                                       capture_output=True, text=True, check=True)
                 runs[label].append(ast.literal_eval(done.stdout.strip()
                                                     .splitlines()[-1]))
