@@ -65,7 +65,7 @@ def _known_library(value):
     # Torch tensors and CuPy arrays lack __array_namespace__ in older
     # releases; array-api-compat recognises them by type.
     module = type(value).__module__.split(".")[0]
-    return module in {"torch", "cupy", "jax", "dask", "sparse", "ndonnx"}
+    return module in {"torch", "cupy"}
 
 
 def backend_of(*arrays):
@@ -90,6 +90,11 @@ def backend_of(*arrays):
         raise ValueError(f"arrays on several devices mixed: {sorted(devices)}")
     if array_api_compat.is_numpy_namespace(xp):
         return NUMPY
+    if not array_api_compat.is_writeable_array(foreign[0]):
+        # The engines write sketches into slices of arrays they allocate.
+        raise TypeError(f"arrays of {xp.__name__} are immutable; sksketch "
+                        f"computes with NumPy, CuPy, PyTorch or another "
+                        f"library with writeable arrays: convert them first")
     return ArrayBackend(xp, array_api_compat.device(foreign[0]))
 
 
