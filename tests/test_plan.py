@@ -7,6 +7,7 @@ from sksketch import _shapes as shapes
 from sksketch._plan import (
     COEFFICIENT_FLOPS,
     ENTRY_FLOPS,
+    LEVELWISE_OBJECT_FLOPS,
     levelwise_cost,
     plan_sketch,
 )
@@ -35,6 +36,22 @@ def test_trees_are_unrolled(tree_batch):
         plan = plan_sketch(tree_batch, d, "half_identity")
         assert not plan.levelwise.any(), d
         assert plan.unrolled is not None
+
+
+def test_small_d_prices_the_levelwise_handling_per_object():
+    # 50 records of 30 lone objects (a recorder's detections without
+    # inputs): at d = 8 the level-wise products cost 272 flops an object,
+    # less than unrolling one entry, but gathering and writing each object's
+    # sketch costs more than both; the plan must see that and unroll.
+    batch = RecordBatch(module=["m"] * 1500, attributes={"m": np.ones((1500, 4))},
+                        record=np.repeat(np.arange(50), 30),
+                        slot=np.tile(np.arange(30), 50))
+    d = 8
+    products = 2 * d * (2 * 4 + 1) + 2 * d * d
+    per_object = levelwise_cost(batch, d, "half_identity")[0] / 30
+    assert per_object == products + LEVELWISE_OBJECT_FLOPS
+    assert products < ENTRY_FLOPS + COEFFICIENT_FLOPS * 5 < per_object
+    assert not plan_sketch(batch, d, "half_identity").levelwise.any()
 
 
 def test_mixed_batch_takes_both_engines_and_matches_the_recursion(tree_batch):
