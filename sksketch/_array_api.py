@@ -144,7 +144,11 @@ def to_numpy(array):
     if array_api_compat.is_cupy_array(array):
         return array.get()
     if array_api_compat.is_torch_array(array):
-        return array.detach().cpu().numpy()
+        array = array.detach().cpu()
+        if not array.dtype.is_complex and array.dtype.itemsize == 2 \
+                and array.dtype.is_floating_point:
+            array = array.float()  # NumPy has no bfloat16; float16 is exact too
+        return array.numpy()
     xp = array_api_compat.array_namespace(array)
     try:  # the host device of any other library, then DLPack or __array__
         array = array_api_compat.to_device(array, _host_device(xp))
@@ -248,8 +252,8 @@ def check_floating(backend, array, name):
     """Validate a 2-D real floating array of a library other than NumPy.
 
     The counterpart of scikit-learn's ``check_array`` for arrays that stay
-    on their device: 2-D, at least one row, real floating (integers are
-    cast to float64), finite.
+    on their device: 2-D, at least one row, real, finite; float32 and
+    float64 kept, other dtypes (integers, float16, bfloat16) cast to float64.
     """
     xp = backend.xp
     if array.ndim != 2:
@@ -257,8 +261,11 @@ def check_floating(backend, array, name):
                          f"{tuple(array.shape)}; reshape your data")
     if array.shape[0] < 1:
         raise ValueError(f"{name} has 0 rows; at least 1 is required")
-    if not xp.isdtype(array.dtype, "real floating"):
-        if not xp.isdtype(array.dtype, "integral"):
+    if array.dtype not in (xp.float32, xp.float64):
+        # As check_array(dtype=[float64, float32]): integers and half
+        # precision (float16, bfloat16) are cast to float64.
+        if not (xp.isdtype(array.dtype, "real floating")
+                or xp.isdtype(array.dtype, "integral")):
             raise TypeError(f"{name} must hold real numbers; got dtype "
                             f"{array.dtype}")
         array = xp.astype(array, xp.float64)

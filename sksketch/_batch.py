@@ -158,7 +158,7 @@ class RecordBatch:
                 raise ValueError(f"{self._where(members[bad[0]])}: field "
                                  f"'attributes' holds non-finite values")
             grouped.append(block)
-        backend_of(*grouped)  # one array library and device for all modules
+        _one_library(module_names, grouped)
         self._rows = rows
         self._module_names = module_names
         self._module_codes = module_codes.astype(np.intp)
@@ -585,6 +585,24 @@ def _attribute_block(value, name, dtype):
     return np.ascontiguousarray(block, dtype=dtype)
 
 
+def _one_library(module_names, blocks):
+    """Refuse attribute blocks from several array libraries or devices."""
+    try:
+        backend = backend_of(*blocks)
+    except ValueError as error:
+        raise ValueError(f"RecordBatch: the attributes of all modules must come "
+                         f"from one array library and device; {error}") from None
+    if not backend.is_numpy:
+        host = [name for name, block in zip(module_names, blocks)
+                if not is_array(block)]
+        if host:
+            raise ValueError(
+                f"RecordBatch: the attributes of all modules must come from one "
+                f"array library and device; modules {host} hold NumPy arrays, "
+                f"the others {backend.xp.__name__} arrays. Build the batch "
+                f"from NumPy arrays and move it with to_namespace")
+
+
 def _index_array(value, name, length):
     array = np.asarray(value)
     if array.size == 0:
@@ -609,10 +627,11 @@ def as_batch(records, *, dtype=np.float64):
     if isinstance(records, ActivationRecord | Mapping):
         raise TypeError("expected a sequence of records; got a single record "
                         "(wrap it in a list)")
-    if isinstance(records, np.ndarray) and records.dtype != object:
+    if is_array(records) or (isinstance(records, np.ndarray)
+                             and records.dtype != object):
         raise TypeError(f"expected a sequence of activation records (dicts or "
                         f"ActivationRecord), or a RecordBatch; got an array of "
-                        f"shape {records.shape} and dtype {records.dtype}")
+                        f"shape {tuple(records.shape)} and dtype {records.dtype}")
     if hasattr(records, "iloc") or isinstance(records, str | bytes):
         raise TypeError(f"expected a sequence of activation records; got "
                         f"{type(records).__name__}")

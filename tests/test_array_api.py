@@ -244,3 +244,80 @@ def test_network_transform_equals_numpy(xp):
                                atol=1e-9 * np.abs(expected).max())
     with pytest.raises(ValueError, match="expecting 128 features"):
         learner.transform(_on(xp, S[:, :5]))
+
+
+# -- a hostile user's inputs ---------------------------------------------------
+
+def _rebuilt(batch, blocks):
+    """``batch`` through the constructor, with attribute ``blocks`` per module."""
+    return RecordBatch(
+        module=[batch._module_names[c] for c in batch._module_codes],
+        attributes=dict(zip(batch._module_names, blocks)),
+        record=batch._record, n_records=batch.n_records,
+        slot=[batch._slot_keys[c] for c in batch._slot_codes],
+        edges=np.stack((batch._parent, batch._child), axis=1), roots=batch._roots)
+
+
+def test_mixed_numpy_and_device_attributes_refused(xp, records):
+    """A batch mixing NumPy and another library's blocks is refused up front."""
+    batch = as_batch(records)
+    blocks = [_on(xp, block) if code == 0 else block
+              for code, block in enumerate(batch._attributes)]
+    with pytest.raises(ValueError, match=r"one array library.*to_namespace"):
+        _rebuilt(batch, blocks)
+
+
+def test_device_arrays_are_not_records(xp):
+    """Sketches of a library other than NumPy passed as records: a clear TypeError."""
+    with pytest.raises(TypeError, match="got an array of shape"):
+        as_batch(_on(xp, np.ones((3, 8))))
+
+
+# Rounded to half precision, sketches leave a residual above float64 noise.
+@pytest.mark.filterwarnings("ignore::sksketch.OutOfStructureWarning")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_sketches_decode_in_float64_like_numpy(records, dtype):
+    """NumPy decodes float16 sketches in float64 (check_array); so does torch."""
+    torch = pytest.importorskip("torch")
+    sketcher = RecursiveSketcher(64, random_state=0).fit(records)
+    recoverer = SketchAttributeRecoverer(sketcher).fit(records)
+    S = sketcher.transform(records)
+    half = torch.from_numpy(S).to(getattr(torch, dtype))
+    expected = recoverer.transform(half.double().numpy().astype(np.float16)
+                                   if dtype == "float16"
+                                   else half.double().numpy())
+    got = recoverer.transform(half)
+    assert got.dtype == torch.float64 and expected.dtype == np.float64
+    np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def test_tensors_requiring_grad_and_bfloat16_in_records(records):
+    """Record dicts holding tensors (autograd on, or bfloat16) sketch as NumPy."""
+    torch = pytest.importorskip("torch")
+    sketcher = RecursiveSketcher(64, random_state=0).fit(records)
+    for dtype in (torch.float64, torch.bfloat16):
+        dicts = []
+        for record in records:
+            data = record.to_dict()
+            for obj in data["objects"]:
+                obj["attributes"] = torch.tensor(
+                    np.asarray(obj["attributes"]), requires_grad=True).to(dtype)
+            dicts.append(data)
+        host = [dict(data, objects=[dict(obj, attributes=obj["attributes"].detach()
+                                         .double().numpy())
+                                    for obj in data["objects"]]) for data in dicts]
+        np.testing.assert_array_equal(sketcher.transform(dicts),
+                                      sketcher.transform(host))
+
+
+def test_repository_takes_tensors_requiring_grad(records, tmp_path):
+    torch = pytest.importorskip("torch")
+    from sksketch import SketchRepository
+
+    sketcher = RecursiveSketcher(64, random_state=0).fit(records)
+    S = sketcher.transform(records)
+    repository = SketchRepository(tmp_path / "repo", sketcher=sketcher)
+    repository.add(torch.from_numpy(S).requires_grad_(True))
+    ids, _ = repository.query(torch.from_numpy(S[:2]).requires_grad_(True), k=1)
+    assert np.asarray(ids).ravel().tolist() == [0, 1]
+    repository.close()
