@@ -135,6 +135,20 @@ def to_backend(array, backend, dtype=None):
     return array
 
 
+def detached(array):
+    """``array`` outside any autograd graph (PyTorch's ``detach``).
+
+    sksketch's results are not differentiable: the unrolled engine and the
+    group pursuit compute on the host, so a gradient would flow through some
+    records or sketches and silently not through others.
+    """
+    import array_api_compat
+
+    if array_api_compat.is_torch_array(array) and array.requires_grad:
+        return array.detach()
+    return array
+
+
 def to_numpy(array):
     """A NumPy array holding ``array``'s values (copied from a device)."""
     if _is_numpy(array):
@@ -256,6 +270,7 @@ def check_floating(backend, array, name):
     float64 kept, other dtypes (integers, float16, bfloat16) cast to float64.
     """
     xp = backend.xp
+    array = detached(array)
     if array.ndim != 2:
         raise ValueError(f"Expected a 2-D array for {name}, got shape "
                          f"{tuple(array.shape)}; reshape your data")

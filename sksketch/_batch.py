@@ -15,6 +15,7 @@ from ._array_api import (
     all_finite_rows,
     backend_for,
     backend_of,
+    detached,
     is_array,
     take_rows,
     to_backend,
@@ -577,7 +578,7 @@ def _attribute_block(value, name, dtype):
         if value.ndim != 2 or not any(k in kind for k in ("int", "float")):
             raise TypeError(f"RecordBatch: attributes of module {name!r} "
                             f"must be a 2-D array of real numbers")
-        return to_backend(value, backend, dtype)
+        return to_backend(detached(value), backend, dtype)
     block = np.asarray(value)
     if block.dtype.kind not in "iuf" or block.ndim != 2:
         raise TypeError(f"RecordBatch: attributes of module {name!r} "

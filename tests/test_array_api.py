@@ -321,3 +321,18 @@ def test_repository_takes_tensors_requiring_grad(records, tmp_path):
     ids, _ = repository.query(torch.from_numpy(S[:2]).requires_grad_(True), k=1)
     assert np.asarray(ids).ravel().tolist() == [0, 1]
     repository.close()
+
+
+@pytest.mark.parametrize("engine", ["unrolled", "levelwise"])
+def test_attributes_requiring_grad_sketch_detached(records, engine):
+    """Autograd stops at sksketch on every engine (the unrolled one computes on
+    the host): sketches never carry a graph, so no gradient is partial."""
+    torch = pytest.importorskip("torch")
+    batch = as_batch(records)
+    blocks = [torch.from_numpy(block.copy()).requires_grad_(True)
+              for block in batch._attributes]
+    sketcher = RecursiveSketcher(64, engine=engine, random_state=0).fit(batch)
+    got = sketcher.transform(_rebuilt(batch, blocks))
+    assert not got.requires_grad
+    np.testing.assert_allclose(got.numpy(), sketcher.transform(batch),
+                               rtol=1e-12, atol=1e-12)
