@@ -135,6 +135,11 @@ def to_backend(array, backend, dtype=None):
     return array
 
 
+def host_array(value):
+    """``value`` (a list, NumPy or any library's array, on any device) in NumPy."""
+    return to_numpy(value) if is_array(value) else np.asarray(value)
+
+
 def detached(array):
     """``array`` outside any autograd graph (PyTorch's ``detach``).
 

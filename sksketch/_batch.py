@@ -16,6 +16,7 @@ from ._array_api import (
     backend_for,
     backend_of,
     detached,
+    host_array,
     is_array,
     take_rows,
     to_backend,
@@ -477,7 +478,7 @@ class RecordBatch:
         TypeError, an index out of range or a mask of another length with an
         IndexError.
         """
-        indices = np.asarray(indices)
+        indices = host_array(indices)  # may live on the device
         if indices.dtype == bool:
             if indices.shape != (self.n_records,):
                 raise IndexError(f"boolean index of shape {indices.shape} for "

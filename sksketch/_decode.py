@@ -30,6 +30,7 @@ from ._array_api import (
     NUMPY,
     backend_of,
     concat_columns,
+    host_array,
     take_columns,
     to_backend,
     to_numpy,
@@ -115,7 +116,7 @@ def kept_coordinates(sketch_dim, n_columns, kept=None):
             raise ValueError(f"sketches have {n_columns} coordinates, more than "
                              f"the sketcher's sketch_dim={sketch_dim}")
         return np.arange(n_columns)
-    kept = np.asarray(kept)
+    kept = host_array(kept)  # an index array may live on the device
     if kept.dtype == bool:
         if kept.shape != (sketch_dim,):
             raise ValueError(f"a boolean 'kept' mask must have shape "
@@ -185,7 +186,7 @@ def erase(sketches, keep, *, random_state=None):
         n_kept = max(1, int(round(keep * sketch_dim)))
         kept = np.sort(rng.choice(sketch_dim, n_kept, replace=False))
     else:
-        kept = np.asarray(keep)
+        kept = host_array(keep)
         kept = kept_coordinates(sketch_dim, int(kept.sum() if kept.dtype == bool
                                                 else kept.size), kept)
         kept = np.sort(kept)

@@ -336,3 +336,27 @@ def test_attributes_requiring_grad_sketch_detached(records, engine):
     assert not got.requires_grad
     np.testing.assert_allclose(got.numpy(), sketcher.transform(batch),
                                rtol=1e-12, atol=1e-12)
+
+
+def test_index_arrays_on_a_device(records):
+    """``keep``, ``kept`` and record indices may live on a device (here the
+    strict library's second device, which refuses implicit NumPy copies)."""
+    xs = _strict()
+    device = xs.Device("device1")
+    sketcher = RecursiveSketcher(256, random_state=0).fit(records)
+    recoverer = SketchAttributeRecoverer(sketcher).fit(records)
+    S = sketcher.transform(records)
+    erased, kept = erase(S, 0.6, random_state=0)
+    got, got_kept = erase(xs.asarray(S, device=device),
+                          xs.asarray(kept, device=device))
+    np.testing.assert_array_equal(got_kept, kept)
+    np.testing.assert_array_equal(to_numpy(got), erased)
+    features = recoverer.transform(xs.asarray(erased, device=device),
+                                   kept=xs.asarray(kept, device=device))
+    np.testing.assert_allclose(to_numpy(features),
+                               recoverer.transform(erased, kept=kept),
+                               rtol=1e-12, atol=1e-12)
+    batch = as_batch(records).to_namespace(xs, device=device)
+    taken = batch[xs.asarray([2, 0], device=device)]
+    np.testing.assert_allclose(to_numpy(sketcher.transform(taken)), S[[2, 0]],
+                               rtol=1e-12, atol=1e-12)
