@@ -140,6 +140,22 @@ def host_array(value):
     return to_numpy(value) if is_array(value) else np.asarray(value)
 
 
+def for_output(estimator, result):
+    """``transform``'s ``result``, on the host if ``set_output`` wants a frame.
+
+    A pandas or polars DataFrame holds host memory: scikit-learn's wrapper
+    would otherwise convert a device array implicitly (which CuPy and CUDA
+    tensors refuse).
+    """
+    if _is_numpy(result):
+        return result
+    from sklearn.utils._set_output import _get_output_config
+
+    if _get_output_config("transform", estimator)["dense"] == "default":
+        return result
+    return to_numpy(result)
+
+
 def detached(array):
     """``array`` outside any autograd graph (PyTorch's ``detach``).
 

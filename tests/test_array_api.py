@@ -360,3 +360,32 @@ def test_index_arrays_on_a_device(records):
     taken = batch[xs.asarray([2, 0], device=device)]
     np.testing.assert_allclose(to_numpy(sketcher.transform(taken)), S[[2, 0]],
                                rtol=1e-12, atol=1e-12)
+
+
+def test_set_output_pandas_copies_device_results_to_the_host():
+    """A DataFrame is host memory: transform copies results from a device
+    (which refuses sklearn's implicit conversion) before wrapping them."""
+    pytest.importorskip("pandas")
+    from sksketch import NetworkRecoveryDictionaryLearner
+
+    xs = _strict()
+    device = xs.Device("device1")
+    records, _, network = make_activation_records(
+        200, n_modules=6, connectivity="dense", weights="random",
+        random_state=0, return_network=True)
+    sketcher = RecursiveSketcher(128, random_state=0).fit(records)
+    recoverer = SketchAttributeRecoverer(sketcher).fit(records)
+    S = sketcher.transform(records)
+    S_device = xs.asarray(S, device=device)
+    learner = NetworkRecoveryDictionaryLearner(
+        layers=network.layers[::-1]).fit(S_device, records)  # fit on the host
+    expected = {"sketcher": S, "recoverer": recoverer.transform(S),
+                "learner": learner.transform(S)}
+    batch = as_batch(records).to_namespace(xs, device=device)
+    for name, estimator, X in (("sketcher", sketcher, batch),
+                               ("recoverer", recoverer, S_device),
+                               ("learner", learner, S_device)):
+        frame = estimator.set_output(transform="pandas").transform(X)
+        assert list(frame.columns) == list(estimator.get_feature_names_out())
+        np.testing.assert_allclose(frame.to_numpy(), expected[name], rtol=0,
+                                   atol=1e-9 * np.abs(expected[name]).max())
