@@ -98,7 +98,7 @@ class RecordBatch:
     def __init__(self, *, module, attributes, record=None, n_records=None,
                  weight=None, slot=None, edges=None, roots=None, object_ids=None,
                  dtype=np.float64):
-        dtype = np.dtype(dtype)
+        dtype = _float_dtype(dtype, "RecordBatch")
         module = np.asarray(module)
         if module.ndim != 1 or (module.size and module.dtype.kind not in "UO"):
             raise TypeError("RecordBatch: 'module' must be a 1-D sequence of str")
@@ -320,7 +320,7 @@ class RecordBatch:
         """
         if isinstance(records, RecordBatch):
             return records.astype(dtype)
-        dtype = np.dtype(dtype)
+        dtype = _float_dtype(dtype, "RecordBatch.from_records")
         if all(type(r) is dict for r in records):
             # JSON dicts: check each object, then the structure of the whole
             # batch at once, without building a record object each.
@@ -419,7 +419,7 @@ class RecordBatch:
 
     def astype(self, dtype):
         """The same batch with attributes and weights in ``dtype``."""
-        dtype = np.dtype(dtype)
+        dtype = _float_dtype(dtype, "RecordBatch.astype")
         if dtype == self.dtype:
             return self
         state = dict(vars(self))
@@ -585,6 +585,23 @@ def _attribute_block(value, name, dtype):
         raise TypeError(f"RecordBatch: attributes of module {name!r} "
                         f"must be a 2-D array of real numbers")
     return np.ascontiguousarray(block, dtype=dtype)
+
+
+def _float_dtype(dtype, where):
+    """``dtype`` as NumPy's float32 or float64; anything else refused.
+
+    Casting attributes to an integer, complex or boolean type would change
+    them silently (truncation, dropped imaginary parts).
+    """
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved not in (np.float32, np.float64):
+        raise TypeError(f"{where}: 'dtype' must be float32 or float64 (NumPy's "
+                        f"dtype or its name, whatever the attributes' array "
+                        f"library); got {dtype!r}")
+    return resolved
 
 
 def _one_library(module_names, blocks):

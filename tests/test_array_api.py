@@ -389,3 +389,15 @@ def test_set_output_pandas_copies_device_results_to_the_host():
         assert list(frame.columns) == list(estimator.get_feature_names_out())
         np.testing.assert_allclose(frame.to_numpy(), expected[name], rtol=0,
                                    atol=1e-9 * np.abs(expected[name]).max())
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float16", "complex128", bool, "torch"])
+def test_batch_dtype_must_be_float32_or_float64(records, dtype):
+    """astype/constructor dtypes that would truncate or drop parts are refused."""
+    if dtype == "torch":
+        dtype = pytest.importorskip("torch").float32  # NumPy's dtypes only
+    batch = as_batch(records)
+    with pytest.raises(TypeError, match="'dtype' must be float32 or float64"):
+        batch.astype(dtype)
+    with pytest.raises(TypeError, match="'dtype' must be float32 or float64"):
+        RecordBatch(module=["a"], attributes={"a": np.ones((1, 2))}, dtype=dtype)
