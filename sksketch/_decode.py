@@ -173,6 +173,10 @@ def erase(sketches, keep, *, random_state=None):
         raise ValueError(f"sketches must be 2-D; got shape "
                          f"{tuple(sketches.shape)}")
     sketch_dim = sketches.shape[1]
+    if not isinstance(keep, bool | int | float | np.generic | list | tuple):
+        keep = host_array(keep)  # may live on a device
+        if keep.ndim == 0:
+            keep = keep[()]  # a 0-d array: its number
     if isinstance(keep, bool | np.bool_):
         raise TypeError("'keep' must be an int, a float or an array")
     if isinstance(keep, int | np.integer):
@@ -186,7 +190,7 @@ def erase(sketches, keep, *, random_state=None):
         n_kept = max(1, int(round(keep * sketch_dim)))
         kept = np.sort(rng.choice(sketch_dim, n_kept, replace=False))
     else:
-        kept = host_array(keep)
+        kept = np.asarray(keep)
         kept = kept_coordinates(sketch_dim, int(kept.sum() if kept.dtype == bool
                                                 else kept.size), kept)
         kept = np.sort(kept)

@@ -401,3 +401,13 @@ def test_batch_dtype_must_be_float32_or_float64(records, dtype):
         batch.astype(dtype)
     with pytest.raises(TypeError, match="'dtype' must be float32 or float64"):
         RecordBatch(module=["a"], attributes={"a": np.ones((1, 2))}, dtype=dtype)
+
+
+def test_erase_takes_a_zero_dimensional_keep(xp):
+    S = np.arange(24.0).reshape(3, 8)
+    for keep, expected in ((np.array(3), 3), (_on(xp, 3), 3),
+                           (_on(xp, np.float64(0.5)), 4)):
+        got, kept = erase(_on(xp, S), keep, random_state=0)
+        assert kept.size == expected and got.shape == (3, expected)
+    with pytest.raises(TypeError, match="'keep' must be an int"):
+        erase(S, np.array(True))
