@@ -180,9 +180,8 @@ def to_numpy(array):
         return array.get()
     if array_api_compat.is_torch_array(array):
         array = array.detach().cpu()
-        if not array.dtype.is_complex and array.dtype.itemsize == 2 \
-                and array.dtype.is_floating_point:
-            array = array.float()  # NumPy has no bfloat16; float16 is exact too
+        if str(array.dtype) == "torch.bfloat16":
+            array = array.float()  # NumPy has no bfloat16; float32 holds it
         return array.numpy()
     xp = array_api_compat.array_namespace(array)
     try:  # the host device of any other library, then DLPack or __array__
