@@ -140,6 +140,41 @@ def to_backend(array, backend, dtype=None):
     return array
 
 
+def host_array(value):
+    """``value`` (a list, NumPy or any library's array, on any device) in NumPy."""
+    return to_numpy(value) if is_array(value) else np.asarray(value)
+
+
+def for_output(estimator, result):
+    """``transform``'s ``result``, on the host if ``set_output`` wants a frame.
+
+    A pandas or polars DataFrame holds host memory: scikit-learn's wrapper
+    would otherwise convert a device array implicitly (which CuPy and CUDA
+    tensors refuse).
+    """
+    if _is_numpy(result):
+        return result
+    from sklearn.utils._set_output import _get_output_config
+
+    if _get_output_config("transform", estimator)["dense"] == "default":
+        return result
+    return to_numpy(result)
+
+
+def detached(array):
+    """``array`` outside any autograd graph (PyTorch's ``detach``).
+
+    sksketch's results are not differentiable: the unrolled engine and the
+    group pursuit compute on the host, so a gradient would flow through some
+    records or sketches and silently not through others.
+    """
+    import array_api_compat
+
+    if array_api_compat.is_torch_array(array) and array.requires_grad:
+        return array.detach()
+    return array
+
+
 def to_numpy(array):
     """A NumPy array holding ``array``'s values (copied from a device)."""
     if _is_numpy(array):
@@ -149,7 +184,10 @@ def to_numpy(array):
     if array_api_compat.is_cupy_array(array):
         return array.get()
     if array_api_compat.is_torch_array(array):
-        return array.detach().cpu().numpy()
+        array = array.detach().cpu()
+        if str(array.dtype) == "torch.bfloat16":
+            array = array.float()  # NumPy has no bfloat16; float32 holds it
+        return array.numpy()
     xp = array_api_compat.array_namespace(array)
     try:  # the host device of any other library, then DLPack or __array__
         array = array_api_compat.to_device(array, _host_device(xp))
@@ -253,17 +291,21 @@ def check_floating(backend, array, name):
     """Validate a 2-D real floating array of a library other than NumPy.
 
     The counterpart of scikit-learn's ``check_array`` for arrays that stay
-    on their device: 2-D, at least one row, real floating (integers are
-    cast to float64), finite.
+    on their device: 2-D, at least one row, real, finite; float32 and
+    float64 kept, other dtypes (integers, float16, bfloat16) cast to float64.
     """
     xp = backend.xp
+    array = detached(array)
     if array.ndim != 2:
         raise ValueError(f"Expected a 2-D array for {name}, got shape "
                          f"{tuple(array.shape)}; reshape your data")
     if array.shape[0] < 1:
         raise ValueError(f"{name} has 0 rows; at least 1 is required")
-    if not xp.isdtype(array.dtype, "real floating"):
-        if not xp.isdtype(array.dtype, "integral"):
+    if array.dtype not in (xp.float32, xp.float64):
+        # As check_array(dtype=[float64, float32]): integers and half
+        # precision (float16, bfloat16) are cast to float64.
+        if not (xp.isdtype(array.dtype, "real floating")
+                or xp.isdtype(array.dtype, "integral")):
             raise TypeError(f"{name} must hold real numbers; got dtype "
                             f"{array.dtype}")
         array = xp.astype(array, xp.float64)

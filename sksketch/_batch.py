@@ -15,6 +15,8 @@ from ._array_api import (
     all_finite_rows,
     backend_for,
     backend_of,
+    detached,
+    host_array,
     is_array,
     take_rows,
     to_backend,
@@ -96,7 +98,7 @@ class RecordBatch:
     def __init__(self, *, module, attributes, record=None, n_records=None,
                  weight=None, slot=None, edges=None, roots=None, object_ids=None,
                  dtype=np.float64):
-        dtype = np.dtype(dtype)
+        dtype = _float_dtype(dtype, "RecordBatch")
         module = np.asarray(module)
         if module.ndim != 1 or (module.size and module.dtype.kind not in "UO"):
             raise TypeError("RecordBatch: 'module' must be a 1-D sequence of str")
@@ -158,7 +160,7 @@ class RecordBatch:
                 raise ValueError(f"{self._where(members[bad[0]])}: field "
                                  f"'attributes' holds non-finite values")
             grouped.append(block)
-        backend_of(*grouped)  # one array library and device for all modules
+        _one_library(module_names, grouped)
         self._rows = rows
         self._module_names = module_names
         self._module_codes = module_codes.astype(np.intp)
@@ -318,7 +320,7 @@ class RecordBatch:
         """
         if isinstance(records, RecordBatch):
             return records.astype(dtype)
-        dtype = np.dtype(dtype)
+        dtype = _float_dtype(dtype, "RecordBatch.from_records")
         if all(type(r) is dict for r in records):
             # JSON dicts: check each object, then the structure of the whole
             # batch at once, without building a record object each.
@@ -417,7 +419,7 @@ class RecordBatch:
 
     def astype(self, dtype):
         """The same batch with attributes and weights in ``dtype``."""
-        dtype = np.dtype(dtype)
+        dtype = _float_dtype(dtype, "RecordBatch.astype")
         if dtype == self.dtype:
             return self
         state = dict(vars(self))
@@ -476,7 +478,7 @@ class RecordBatch:
         TypeError, an index out of range or a mask of another length with an
         IndexError.
         """
-        indices = np.asarray(indices)
+        indices = host_array(indices)  # may live on the device
         if indices.dtype == bool:
             if indices.shape != (self.n_records,):
                 raise IndexError(f"boolean index of shape {indices.shape} for "
@@ -577,12 +579,47 @@ def _attribute_block(value, name, dtype):
         if value.ndim != 2 or not any(k in kind for k in ("int", "float")):
             raise TypeError(f"RecordBatch: attributes of module {name!r} "
                             f"must be a 2-D array of real numbers")
-        return to_backend(value, backend, dtype)
+        return to_backend(detached(value), backend, dtype)
     block = np.asarray(value)
     if block.dtype.kind not in "iuf" or block.ndim != 2:
         raise TypeError(f"RecordBatch: attributes of module {name!r} "
                         f"must be a 2-D array of real numbers")
     return np.ascontiguousarray(block, dtype=dtype)
+
+
+def _float_dtype(dtype, where):
+    """``dtype`` as NumPy's float32 or float64; anything else refused.
+
+    Casting attributes to an integer, complex or boolean type would change
+    them silently (truncation, dropped imaginary parts).
+    """
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved not in (np.float32, np.float64):
+        raise TypeError(f"{where}: 'dtype' must be float32 or float64 (NumPy's "
+                        f"dtype or its name, whatever the attributes' array "
+                        f"library); got {dtype!r}")
+    return resolved
+
+
+def _one_library(module_names, blocks):
+    """Refuse attribute blocks from several array libraries or devices."""
+    try:
+        backend = backend_of(*blocks)
+    except ValueError as error:
+        raise ValueError(f"RecordBatch: the attributes of all modules must come "
+                         f"from one array library and device; {error}") from None
+    if not backend.is_numpy:
+        host = [name for name, block in zip(module_names, blocks)
+                if not is_array(block)]
+        if host:
+            raise ValueError(
+                f"RecordBatch: the attributes of all modules must come from one "
+                f"array library and device; modules {host} hold NumPy arrays, "
+                f"the others {backend.xp.__name__} arrays. Build the batch "
+                f"from NumPy arrays and move it with to_namespace")
 
 
 def _index_array(value, name, length):
@@ -609,10 +646,11 @@ def as_batch(records, *, dtype=np.float64):
     if isinstance(records, ActivationRecord | Mapping):
         raise TypeError("expected a sequence of records; got a single record "
                         "(wrap it in a list)")
-    if isinstance(records, np.ndarray) and records.dtype != object:
+    if is_array(records) or (isinstance(records, np.ndarray)
+                             and records.dtype != object):
         raise TypeError(f"expected a sequence of activation records (dicts or "
                         f"ActivationRecord), or a RecordBatch; got an array of "
-                        f"shape {records.shape} and dtype {records.dtype}")
+                        f"shape {tuple(records.shape)} and dtype {records.dtype}")
     if hasattr(records, "iloc") or isinstance(records, str | bytes):
         raise TypeError(f"expected a sequence of activation records; got "
                         f"{type(records).__name__}")

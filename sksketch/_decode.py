@@ -30,6 +30,7 @@ from ._array_api import (
     NUMPY,
     backend_of,
     concat_columns,
+    host_array,
     take_columns,
     to_backend,
     to_numpy,
@@ -115,7 +116,7 @@ def kept_coordinates(sketch_dim, n_columns, kept=None):
             raise ValueError(f"sketches have {n_columns} coordinates, more than "
                              f"the sketcher's sketch_dim={sketch_dim}")
         return np.arange(n_columns)
-    kept = np.asarray(kept)
+    kept = host_array(kept)  # an index array may live on the device
     if kept.dtype == bool:
         if kept.shape != (sketch_dim,):
             raise ValueError(f"a boolean 'kept' mask must have shape "
@@ -172,6 +173,10 @@ def erase(sketches, keep, *, random_state=None):
         raise ValueError(f"sketches must be 2-D; got shape "
                          f"{tuple(sketches.shape)}")
     sketch_dim = sketches.shape[1]
+    if not isinstance(keep, bool | int | float | np.generic | list | tuple):
+        keep = host_array(keep)  # may live on a device
+        if keep.ndim == 0:
+            keep = keep[()]  # a 0-d array: its number
     if isinstance(keep, bool | np.bool_):
         raise TypeError("'keep' must be an int, a float or an array")
     if isinstance(keep, int | np.integer):

@@ -24,7 +24,17 @@ from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._array_api import as_dtype, backend_of, check_floating, to_backend, zeros
+from ._array_api import (
+    as_dtype,
+    backend_of,
+    check_floating,
+    detached,
+    for_output,
+    is_array,
+    to_backend,
+    to_numpy,
+    zeros,
+)
 from ._batch import as_batch
 from ._network_sketches import lattice_fit
 from ._recover import _is_records, path_name
@@ -145,6 +155,8 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
         -------
         self : NetworkRecoveryDictionaryLearner
         """
+        if is_array(X):  # fitted on the host: sketches copied from a device
+            X = to_numpy(detached(X))
         X = validate_data(self, X, dtype=[np.float64, np.float32],
                           ensure_min_samples=2)
         S = X.astype(np.float64)
@@ -210,14 +222,14 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
                                  f"{type(self).__name__} is expecting "
                                  f"{self.n_features_in_} features as input.")
         if self.components_.shape[0] == 0:
-            return zeros(backend, (X.shape[0], 0), X.dtype)
+            return for_output(self, zeros(backend, (X.shape[0], 0), X.dtype))
         # Least squares on the components: one product with their
         # pseudo-inverse (numpy.linalg.lstsq's cutoff).
         pinv = np.linalg.pinv(self.components_.T,
                               rcond=max(self.components_.shape)
                               * np.finfo(np.float64).eps)
         solution = as_dtype(backend, X, np.float64) @ to_backend(pinv.T, backend)
-        return as_dtype(backend, solution, X.dtype)
+        return for_output(self, as_dtype(backend, solution, X.dtype))
 
     def get_feature_names_out(self, input_features=None):
         """``"{path}:{column}"`` for every learned block column."""

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._array_api import is_array, to_numpy
 from ._dag import check_acyclic, default_slot_ordinals
 
 _OBJECT_FIELDS = frozenset({"id", "module", "attributes", "weight", "slot", "inputs"})
@@ -115,6 +116,8 @@ def _check_attributes(value, where):
     if isinstance(value, str | bytes | Mapping):
         raise TypeError(f"{where}: field 'attributes' must be a 1-D sequence of "
                         f"real numbers; got {type(value).__name__}")
+    if not isinstance(value, np.ndarray | list | tuple) and is_array(value):
+        value = to_numpy(value)  # a tensor: detached, copied to the host
     try:
         array = np.asarray(value)
     except ValueError as exc:  # numpy >= 1.24 refuses ragged nested lists

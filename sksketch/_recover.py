@@ -16,6 +16,7 @@ from ._array_api import (
     check_floating,
     concat_columns,
     finfo,
+    for_output,
     is_array,
     take_columns,
     to_backend,
@@ -304,8 +305,9 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
             path_sum = sums[:, structure.sum_offsets[i]:structure.sum_offsets[i + 1]]
             columns += [count, _mean(backend, path_sum, count, self.threshold)]
         if not columns:
-            return zeros(backend, (z.shape[0], 0), dtype)
-        return as_dtype(backend, concat_columns(backend, columns), dtype)
+            return for_output(self, zeros(backend, (z.shape[0], 0), dtype))
+        return for_output(self, as_dtype(backend, concat_columns(backend, columns),
+                                         dtype))
 
     def get_feature_names_out(self, input_features=None):
         """``"{path}:count"`` and ``"{path}:mean{i}"`` for every learned path.

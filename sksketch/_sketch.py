@@ -18,6 +18,7 @@ from ._array_api import (
     all_finite_rows,
     backend_of,
     concat_rows,
+    for_output,
     take_rows,
     to_backend,
     to_numpy,
@@ -428,7 +429,7 @@ class RecursiveSketcher(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
                                      self.engine, backend, log=log)
         _check_finite(sketches, batch, backend)
         log(lambda: f"sketched {batch.n_records} records")
-        return sketches
+        return for_output(self, sketches)
 
     def fit_transform(self, X, y=None):
         """Fit to the records, then sketch them (converting them only once)."""

@@ -39,6 +39,7 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from . import _repository as _store
+from ._array_api import is_array, to_numpy
 
 __all__ = ["SketchRepository"]
 
@@ -418,7 +419,9 @@ class SketchRepository:
         from ._recover import _is_records
 
         if _is_records(sketches):
-            return np.asarray(self.sketcher.transform(sketches), self.dtype)
+            sketches = self.sketcher.transform(sketches)
+        if is_array(sketches):  # CuPy, PyTorch (autograd on or not), ...
+            sketches = to_numpy(sketches)
         try:
             array = np.asarray(sketches, dtype=np.float64)
         except (TypeError, ValueError):

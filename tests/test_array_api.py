@@ -244,3 +244,170 @@ def test_network_transform_equals_numpy(xp):
                                atol=1e-9 * np.abs(expected).max())
     with pytest.raises(ValueError, match="expecting 128 features"):
         learner.transform(_on(xp, S[:, :5]))
+
+
+# -- a hostile user's inputs ---------------------------------------------------
+
+def _rebuilt(batch, blocks):
+    """``batch`` through the constructor, with attribute ``blocks`` per module."""
+    return RecordBatch(
+        module=[batch._module_names[c] for c in batch._module_codes],
+        attributes=dict(zip(batch._module_names, blocks)),
+        record=batch._record, n_records=batch.n_records,
+        slot=[batch._slot_keys[c] for c in batch._slot_codes],
+        edges=np.stack((batch._parent, batch._child), axis=1), roots=batch._roots)
+
+
+def test_mixed_numpy_and_device_attributes_refused(xp, records):
+    """A batch mixing NumPy and another library's blocks is refused up front."""
+    batch = as_batch(records)
+    blocks = [_on(xp, block) if code == 0 else block
+              for code, block in enumerate(batch._attributes)]
+    with pytest.raises(ValueError, match=r"one array library.*to_namespace"):
+        _rebuilt(batch, blocks)
+
+
+def test_device_arrays_are_not_records(xp):
+    """Sketches of a library other than NumPy passed as records: a clear TypeError."""
+    with pytest.raises(TypeError, match="got an array of shape"):
+        as_batch(_on(xp, np.ones((3, 8))))
+
+
+# Rounded to half precision, sketches leave a residual above float64 noise.
+@pytest.mark.filterwarnings("ignore::sksketch.OutOfStructureWarning")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_sketches_decode_in_float64_like_numpy(records, dtype):
+    """NumPy decodes float16 sketches in float64 (check_array); so does torch."""
+    torch = pytest.importorskip("torch")
+    sketcher = RecursiveSketcher(64, random_state=0).fit(records)
+    recoverer = SketchAttributeRecoverer(sketcher).fit(records)
+    S = sketcher.transform(records)
+    half = torch.from_numpy(S).to(getattr(torch, dtype))
+    expected = recoverer.transform(half.double().numpy().astype(np.float16)
+                                   if dtype == "float16"
+                                   else half.double().numpy())
+    got = recoverer.transform(half)
+    assert got.dtype == torch.float64 and expected.dtype == np.float64
+    np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def test_tensors_requiring_grad_and_bfloat16_in_records(records):
+    """Record dicts holding tensors (autograd on, or bfloat16) sketch as NumPy."""
+    torch = pytest.importorskip("torch")
+    sketcher = RecursiveSketcher(64, random_state=0).fit(records)
+    for dtype in (torch.float64, torch.bfloat16):
+        dicts = []
+        for record in records:
+            data = record.to_dict()
+            for obj in data["objects"]:
+                obj["attributes"] = torch.tensor(
+                    np.asarray(obj["attributes"]), requires_grad=True).to(dtype)
+            dicts.append(data)
+        host = [dict(data, objects=[dict(obj, attributes=obj["attributes"].detach()
+                                         .double().numpy())
+                                    for obj in data["objects"]]) for data in dicts]
+        np.testing.assert_array_equal(sketcher.transform(dicts),
+                                      sketcher.transform(host))
+
+
+def test_repository_takes_tensors_requiring_grad(records, tmp_path):
+    torch = pytest.importorskip("torch")
+    from sksketch import SketchRepository
+
+    sketcher = RecursiveSketcher(64, random_state=0).fit(records)
+    S = sketcher.transform(records)
+    repository = SketchRepository(tmp_path / "repo", sketcher=sketcher)
+    repository.add(torch.from_numpy(S).requires_grad_(True))
+    ids, _ = repository.query(torch.from_numpy(S[:2]).requires_grad_(True), k=1)
+    assert np.asarray(ids).ravel().tolist() == [0, 1]
+    repository.close()
+
+
+@pytest.mark.parametrize("engine", ["unrolled", "levelwise"])
+def test_attributes_requiring_grad_sketch_detached(records, engine):
+    """Autograd stops at sksketch on every engine (the unrolled one computes on
+    the host): sketches never carry a graph, so no gradient is partial."""
+    torch = pytest.importorskip("torch")
+    batch = as_batch(records)
+    blocks = [torch.from_numpy(block.copy()).requires_grad_(True)
+              for block in batch._attributes]
+    sketcher = RecursiveSketcher(64, engine=engine, random_state=0).fit(batch)
+    got = sketcher.transform(_rebuilt(batch, blocks))
+    assert not got.requires_grad
+    np.testing.assert_allclose(got.numpy(), sketcher.transform(batch),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_index_arrays_on_a_device(records):
+    """``keep``, ``kept`` and record indices may live on a device (here the
+    strict library's second device, which refuses implicit NumPy copies)."""
+    xs = _strict()
+    device = xs.Device("device1")
+    sketcher = RecursiveSketcher(256, random_state=0).fit(records)
+    recoverer = SketchAttributeRecoverer(sketcher).fit(records)
+    S = sketcher.transform(records)
+    erased, kept = erase(S, 0.6, random_state=0)
+    got, got_kept = erase(xs.asarray(S, device=device),
+                          xs.asarray(kept, device=device))
+    np.testing.assert_array_equal(got_kept, kept)
+    np.testing.assert_array_equal(to_numpy(got), erased)
+    features = recoverer.transform(xs.asarray(erased, device=device),
+                                   kept=xs.asarray(kept, device=device))
+    np.testing.assert_allclose(to_numpy(features),
+                               recoverer.transform(erased, kept=kept),
+                               rtol=1e-12, atol=1e-12)
+    batch = as_batch(records).to_namespace(xs, device=device)
+    taken = batch[xs.asarray([2, 0], device=device)]
+    np.testing.assert_allclose(to_numpy(sketcher.transform(taken)), S[[2, 0]],
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_set_output_pandas_copies_device_results_to_the_host():
+    """A DataFrame is host memory: transform copies results from a device
+    (which refuses sklearn's implicit conversion) before wrapping them."""
+    pytest.importorskip("pandas")
+    from sksketch import NetworkRecoveryDictionaryLearner
+
+    xs = _strict()
+    device = xs.Device("device1")
+    records, _, network = make_activation_records(
+        200, n_modules=6, connectivity="dense", weights="random",
+        random_state=0, return_network=True)
+    sketcher = RecursiveSketcher(128, random_state=0).fit(records)
+    recoverer = SketchAttributeRecoverer(sketcher).fit(records)
+    S = sketcher.transform(records)
+    S_device = xs.asarray(S, device=device)
+    learner = NetworkRecoveryDictionaryLearner(
+        layers=network.layers[::-1]).fit(S_device, records)  # fit on the host
+    expected = {"sketcher": S, "recoverer": recoverer.transform(S),
+                "learner": learner.transform(S)}
+    batch = as_batch(records).to_namespace(xs, device=device)
+    for name, estimator, X in (("sketcher", sketcher, batch),
+                               ("recoverer", recoverer, S_device),
+                               ("learner", learner, S_device)):
+        frame = estimator.set_output(transform="pandas").transform(X)
+        assert list(frame.columns) == list(estimator.get_feature_names_out())
+        np.testing.assert_allclose(frame.to_numpy(), expected[name], rtol=0,
+                                   atol=1e-9 * np.abs(expected[name]).max())
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float16", "complex128", bool, "torch"])
+def test_batch_dtype_must_be_float32_or_float64(records, dtype):
+    """astype/constructor dtypes that would truncate or drop parts are refused."""
+    if dtype == "torch":
+        dtype = pytest.importorskip("torch").float32  # NumPy's dtypes only
+    batch = as_batch(records)
+    with pytest.raises(TypeError, match="'dtype' must be float32 or float64"):
+        batch.astype(dtype)
+    with pytest.raises(TypeError, match="'dtype' must be float32 or float64"):
+        RecordBatch(module=["a"], attributes={"a": np.ones((1, 2))}, dtype=dtype)
+
+
+def test_erase_takes_a_zero_dimensional_keep(xp):
+    S = np.arange(24.0).reshape(3, 8)
+    for keep, expected in ((np.array(3), 3), (_on(xp, 3), 3),
+                           (_on(xp, np.float64(0.5)), 4)):
+        got, kept = erase(_on(xp, S), keep, random_state=0)
+        assert kept.size == expected and got.shape == (3, expected)
+    with pytest.raises(TypeError, match="'keep' must be an int"):
+        erase(S, np.array(True))
