@@ -383,6 +383,12 @@ def _check_blocks(X, basis, tree, active_columns, alpha, rng, n_subsample,
     subspace, so some direction vanishes on all of them. The same sparse
     search, in each block's own coefficients, finds such a direction.
     Residuals cannot tell: merged blocks still span the sketches exactly.
+    Likewise a block assigned to sketches that have no part in it (its
+    support was not found: the top block of a path most records use) is
+    reported. Sketches that use the same set of paths span exactly the
+    paths' total width (their coefficients are generic), so each group of
+    sketches with the same blocks must span the blocks' total width: a
+    merged block breaks this on the groups that lack one of its paths.
     """
     if not tree:
         return
@@ -393,13 +399,18 @@ def _check_blocks(X, basis, tree, active_columns, alpha, rng, n_subsample,
         return  # the rank check already reports it
     coefficients = np.linalg.lstsq(design, X.T, rcond=None)[0].T
     starts = np.concatenate([[0], np.cumsum(widths)])
-    merged = 0
+    merged, unused = 0, 0
     for k, width in enumerate(widths):
-        rows = _sample(active_columns[k], n_subsample, rng)
+        C = coefficients[:, starts[k]:starts[k + 1]]
+        # a sketch (unit norm) assigned to the block but without a part in it
+        used = np.linalg.norm(C, axis=1) > np.sqrt(alpha)
+        if np.count_nonzero(active_columns[k] & ~used) >= _MARGIN:
+            unused += 1
+        rows = _sample(active_columns[k] & used, n_subsample, rng)
         if width < 2 or rows.size < width + _MARGIN:
             continue
-        C = coefficients[rows, starts[k]:starts[k + 1]]
-        C = C / np.maximum(np.linalg.norm(C, axis=1, keepdims=True), 1e-300)
+        C = C[rows]
+        C = C / np.linalg.norm(C, axis=1, keepdims=True)
         for _ in range(_STARTS):
             a = _sparsest(C, np.zeros((width, 0)), alpha, rng)
             if a is None:
@@ -408,6 +419,29 @@ def _check_blocks(X, basis, tree, active_columns, alpha, rng, n_subsample,
             if np.count_nonzero(zeros) >= width - 1 + _MARGIN:
                 merged += 1
                 break
+    # Sketches with the same blocks span exactly the blocks' total width.
+    patterns, inverse, sizes = np.unique(np.column_stack(active_columns),
+                                         axis=0, return_inverse=True,
+                                         return_counts=True)
+    short = 0
+    for p in np.flatnonzero(sizes):
+        width = int(np.dot(patterns[p], widths))
+        if not width or sizes[p] < width + _MARGIN:
+            continue
+        rows = _sample(inverse.ravel() == p, 4 * width + _MARGIN, rng)
+        values = np.linalg.svd(X[rows], compute_uv=False)
+        rank = int(np.count_nonzero(values > np.sqrt(alpha) * values[0]))
+        if rank < width:
+            short += 1
+    if short:
+        problems.append(
+            f"in {short} group(s) of sketches with the same blocks, the sketches "
+            f"span fewer dimensions than their blocks: a block holds a path "
+            f"those sketches lack")
+    if unused:
+        problems.append(
+            f"{unused} of the {len(tree)} blocks found are assigned to sketches "
+            f"that have no part in them: a path's support was not found")
     if merged:
         problems.append(
             f"{merged} of the {len(tree)} blocks found hold more than one path "
