@@ -176,9 +176,9 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
             warnings.warn(
                 "Sketches-only recovery could not identify every path: "
                 + "; ".join(unsplit) + ". blocks_ and wiring_ are likely wrong "
-                "there. See the user guide (Network recovery) for what can be "
-                "identified from sketches alone; fit(S, records) needs no such "
-                "conditions.", UserWarning, stacklevel=3)
+                "there. More sketches or fewer paths per record may help; see the "
+                "user guide (Network recovery) for what can be identified from "
+                "sketches alone; fit(S, records) needs no such conditions.", UserWarning, stacklevel=3)
         if self.ambiguous_:
             pairs = "; ".join(f"{path_name(a)} / {path_name(b)}"
                               for a, b in self.ambiguous_)
