@@ -178,7 +178,8 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
                 + "; ".join(unsplit) + ". blocks_ and wiring_ are likely wrong "
                 "there. More sketches or fewer paths per record may help; see the "
                 "user guide (Network recovery) for what can be identified from "
-                "sketches alone; fit(S, records) needs no such conditions.", UserWarning, stacklevel=3)
+                "sketches alone; fit(S, records) needs no such conditions.",
+                UserWarning, stacklevel=3)
         if self.ambiguous_:
             pairs = "; ".join(f"{path_name(a)} / {path_name(b)}"
                               for a, b in self.ambiguous_)
