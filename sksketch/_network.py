@@ -492,7 +492,14 @@ def _orthonormal(matrix, alpha):
         # step of subspace iteration restores them (the gap is huge).
         vectors = vectors[:, keep][:, ::-1]
         return np.linalg.qr(matrix @ (matrix.T @ vectors))[0]
-    u, s, _ = np.linalg.svd(matrix, full_matrices=False)
+    try:
+        u, s, _ = np.linalg.svd(matrix, full_matrices=False)
+    except np.linalg.LinAlgError:
+        # LAPACK's divide and conquer (gesdd) can fail to converge on finite
+        # input; the QR-iteration driver is slower but converges.
+        from scipy.linalg import svd
+
+        u, s, _ = svd(matrix, full_matrices=False, lapack_driver="gesvd")
     return u[:, s > alpha * s[0]] if s[0] > 0 else u[:, :0]
 
 
