@@ -188,9 +188,10 @@ class NetworkRecoveryDictionaryLearner(TransformerMixin, BaseEstimator):
             warnings.warn(
                 "Sketches-only recovery could not identify every path: "
                 + "; ".join(unsplit) + ". blocks_ and wiring_ are likely wrong "
-                "there. See the user guide (Network recovery) for what can be "
-                "identified from sketches alone; fit(S, records) needs no such "
-                "conditions.", UserWarning, stacklevel=3)
+                "there. More sketches or fewer paths per record may help; see the "
+                "user guide (Network recovery) for what can be identified from "
+                "sketches alone; fit(S, records) needs no such conditions.",
+                UserWarning, stacklevel=3)
         if self.ambiguous_:
             pairs = "; ".join(f"{path_name(a)} / {path_name(b)}"
                               for a, b in self.ambiguous_)
@@ -503,7 +504,14 @@ def _orthonormal(matrix, alpha):
         # step of subspace iteration restores them (the gap is huge).
         vectors = vectors[:, keep][:, ::-1]
         return np.linalg.qr(matrix @ (matrix.T @ vectors))[0]
-    u, s, _ = np.linalg.svd(matrix, full_matrices=False)
+    try:
+        u, s, _ = np.linalg.svd(matrix, full_matrices=False)
+    except np.linalg.LinAlgError:
+        # LAPACK's divide and conquer (gesdd) can fail to converge on finite
+        # input; the QR-iteration driver is slower but converges.
+        from scipy.linalg import svd
+
+        u, s, _ = svd(matrix, full_matrices=False, lapack_driver="gesvd")
     return u[:, s > alpha * s[0]] if s[0] > 0 else u[:, :0]
 
 

@@ -57,7 +57,8 @@ def lattice_fit(S, alpha, n_subsample, rng, max_depth=None):
                 "error": 1.0, "problems": ["the sketches are all zero"]}
     nodes = _explore(X, alpha, n_subsample, rng, problems)
     nodes = _complete_unions(X, nodes, alpha, rng)
-    tree, active = _tree(X, norms, basis, nodes, alpha, max_depth, problems)
+    tree, active = _tree(X, norms, basis, nodes, alpha, max_depth, problems, rng,
+                         n_subsample)
     error = _error(S, X, basis, tree, active)
     return {"basis": basis, "tree": tree, "active": active, "error": error,
             "problems": problems}
@@ -277,7 +278,7 @@ def _zero_tolerance(alpha):
 # -- from nodes to the tree of blocks --------------------------------------------------
 
 
-def _tree(X, norms, basis, nodes, alpha, max_depth, problems):
+def _tree(X, norms, basis, nodes, alpha, max_depth, problems, rng, n_subsample):
     """Order nodes by support, keep those with dimensions of their own."""
     n, r = X.shape
     if not nodes:
@@ -352,6 +353,9 @@ def _tree(X, norms, basis, nodes, alpha, max_depth, problems):
         index[e] = len(tree)
         tree.append((e, parents[e], basis @ block))
         active_columns.append(~z)
+    if max_depth is None:
+        _check_blocks(X, basis, tree, active_columns, alpha, rng, n_subsample,
+                      problems)
     tree, active_columns = _merge_attribute_blocks(X, norms, tree, active_columns,
                                                    entries, duals, index, alpha,
                                                    problems)
@@ -365,6 +369,84 @@ def _tree(X, norms, basis, nodes, alpha, max_depth, problems):
     active = (np.column_stack(active_columns) if active_columns
               else np.zeros((n, 0), dtype=bool))
     return tree, active
+
+
+def _check_blocks(X, basis, tree, active_columns, alpha, rng, n_subsample,
+                  problems):
+    """Report blocks that hold more than one path (the self-check).
+
+    A block spanned by one path's columns carries, on the sketches that
+    activate it, coefficients that are generic in its ``w`` dimensions: a
+    direction of the block vanishes on at most ``w - 1`` of them. A block
+    that merges paths ``P`` and ``Q`` (a support the search missed) carries
+    on the sketches with ``P`` but not ``Q`` coefficients in a proper
+    subspace, so some direction vanishes on all of them. The same sparse
+    search, in each block's own coefficients, finds such a direction.
+    Residuals cannot tell: merged blocks still span the sketches exactly.
+    Likewise a block assigned to sketches that have no part in it (its
+    support was not found: the top block of a path most records use) is
+    reported. Sketches that use the same set of paths span exactly the
+    paths' total width (their coefficients are generic), so each group of
+    sketches with the same blocks must span the blocks' total width: a
+    merged block breaks this on the groups that lack one of its paths.
+    """
+    if not tree:
+        return
+    blocks = [basis.T @ block for _, _, block in tree]
+    widths = [block.shape[1] for block in blocks]
+    design = np.hstack(blocks)
+    if design.shape[1] > X.shape[1]:
+        return  # the rank check already reports it
+    coefficients = np.linalg.lstsq(design, X.T, rcond=None)[0].T
+    starts = np.concatenate([[0], np.cumsum(widths)])
+    merged, unused = 0, 0
+    for k, width in enumerate(widths):
+        C = coefficients[:, starts[k]:starts[k + 1]]
+        # a sketch (unit norm) assigned to the block but without a part in it
+        used = np.linalg.norm(C, axis=1) > np.sqrt(alpha)
+        if np.count_nonzero(active_columns[k] & ~used) >= _MARGIN:
+            unused += 1
+        rows = _sample(active_columns[k] & used, n_subsample, rng)
+        if width < 2 or rows.size < width + _MARGIN:
+            continue
+        C = C[rows]
+        C = C / np.linalg.norm(C, axis=1, keepdims=True)
+        for _ in range(_STARTS):
+            a = _sparsest(C, np.zeros((width, 0)), alpha, rng)
+            if a is None:
+                continue
+            zeros = np.abs(C @ a) <= np.sqrt(alpha) * np.linalg.norm(a)
+            if np.count_nonzero(zeros) >= width - 1 + _MARGIN:
+                merged += 1
+                break
+    # Sketches with the same blocks span exactly the blocks' total width.
+    patterns, inverse, sizes = np.unique(np.column_stack(active_columns),
+                                         axis=0, return_inverse=True,
+                                         return_counts=True)
+    short = 0
+    for p in np.flatnonzero(sizes):
+        width = int(np.dot(patterns[p], widths))
+        if not width or sizes[p] < width + _MARGIN:
+            continue
+        rows = _sample(inverse.ravel() == p, 4 * width + _MARGIN, rng)
+        values = np.linalg.svd(X[rows], compute_uv=False)
+        rank = int(np.count_nonzero(values > np.sqrt(alpha) * values[0]))
+        if rank < width:
+            short += 1
+    if short:
+        problems.append(
+            f"in {short} group(s) of sketches with the same blocks, the sketches "
+            f"span fewer dimensions than their blocks: a block holds a path "
+            f"those sketches lack")
+    if unused:
+        problems.append(
+            f"{unused} of the {len(tree)} blocks found are assigned to sketches "
+            f"that have no part in them: a path's support was not found")
+    if merged:
+        problems.append(
+            f"{merged} of the {len(tree)} blocks found hold more than one path "
+            f"(a direction of the block vanishes on many of the sketches that "
+            f"use it): paths that most records use were not separated")
 
 
 def _merge_attribute_blocks(X, norms, tree, active_columns, entries, duals, index,
