@@ -152,19 +152,27 @@ def peers(n, sketch_dim):
         cosine, inside = atom_block_cosine(model.components_, sketcher, paths)
         results[name] = {"block_cosine": cosine, "atoms_inside_a_block": inside,
                          **fit_times(seconds), "n_atoms": n_components}
+    spams_fit = fit_spams(sketches, n_atoms, sketcher, paths, repeat=3)
+    results["SPAMS"] = spams_fit and {**spams_fit, "n_atoms": n_atoms}
+    return results
+
+
+def fit_spams(sketches, n_atoms, sketcher, paths, repeat=1):
+    """SPAMS's trainDL on the sketches: block cosine, atoms inside, times.
+
+    None where SPAMS does not install (the ``bench`` extra's spams-bin).
+    """
     try:
         import spams
     except ImportError:
-        results["SPAMS"] = None
-    else:
-        data = np.asfortranarray(sketches.T)
-        atoms, seconds = timed(lambda: spams.trainDL(
-            data, K=n_atoms, lambda1=0.1, iter=200, batchsize=256, verbose=False),
-            repeat=3)
-        cosine, inside = atom_block_cosine(np.asarray(atoms).T, sketcher, paths)
-        results["SPAMS"] = {"block_cosine": cosine, "atoms_inside_a_block": inside,
-                            **fit_times(seconds), "n_atoms": n_atoms}
-    return results
+        return None
+    data = np.asfortranarray(sketches.T)
+    atoms, seconds = timed(lambda: spams.trainDL(
+        data, K=n_atoms, lambda1=0.1, iter=200, batchsize=256, verbose=False),
+        repeat=repeat)
+    cosine, inside = atom_block_cosine(np.asarray(atoms).T, sketcher, paths)
+    return {"block_cosine": cosine, "atoms_inside_a_block": inside,
+            **fit_times(seconds)}
 
 
 def more_paths(sample_counts, sketch_dim, kinds=(1, 2, 3, 4, "tree")):
@@ -206,17 +214,9 @@ def peer_cosines(sketches, sketcher, paths):
     out = {"MiniBatchDictionaryLearning": {
         "block_cosine": atom_block_cosine(model.components_, sketcher, paths)[0],
         **fit_times(seconds)}}
-    try:
-        import spams
-    except ImportError:
-        out["SPAMS"] = None
-    else:
-        data = np.asfortranarray(sketches.T)
-        atoms, seconds = timed(lambda: spams.trainDL(
-            data, K=n_atoms, lambda1=0.1, iter=200, batchsize=256, verbose=False))
-        out["SPAMS"] = {"block_cosine": atom_block_cosine(np.asarray(atoms).T,
-                                                          sketcher, paths)[0],
-                        **fit_times(seconds)}
+    spams_fit = fit_spams(sketches, n_atoms, sketcher, paths)
+    out["SPAMS"] = spams_fit and {key: spams_fit[key] for key in spams_fit
+                                  if key != "atoms_inside_a_block"}
     return out
 
 
