@@ -58,7 +58,7 @@ def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY,
         blocks = PathBlocks(matrices, batch.module_dims)
         g_rows = matrices._cache.put(key, to_backend(
             blocks.stack(layout, dtype=dtype), backend))
-    host = _on_host(batch)
+    host = batch.to_namespace(np)  # coefficients are assembled on the host
     sketches = zeros(backend, (batch.n_records, matrices.sketch_dim), dtype)
     dims = np.array(list(batch.module_dims.values()) or [0], np.intp)
     values_per_record = (dims[batch._module_codes[unrolled.obj]] + 1).sum() / max(
@@ -72,15 +72,6 @@ def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY,
             log(lambda lo=lo, hi=hi: f"records {lo}-{hi - 1} of {batch.n_records} "
                 f"sketched (unrolled)", level=2)
     return sketches
-
-
-def _on_host(batch):
-    """``batch`` with its attributes in NumPy (itself when they are)."""
-    if all(backend_of(block).is_numpy for block in batch._attributes):
-        return batch
-    state = dict(vars(batch))
-    state["_attributes"] = tuple(to_numpy(block) for block in batch._attributes)
-    return type(batch)._from_arrays(**state)
 
 
 def _sketch_batch(batch, matrices, dtype, engine="auto", backend=NUMPY, log=None):
