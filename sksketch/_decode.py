@@ -358,9 +358,9 @@ def _unit_columns(g):
 _MIN_PIVOT = 1e-10
 
 # The pursuit keeps, per sketch, the inverse Cholesky factor of its chosen
-# columns (budget x budget at most): chunks of sketches hold at most this many
-# bytes of them.
-_FACTOR_BYTES = 2**29
+# columns (budget x budget at most), twice (see _FactorPool): a chunk of
+# sketches holds at most this many bytes of them.
+_FACTOR_BYTES = 2**26
 
 
 class _GroupPursuit:
@@ -377,6 +377,11 @@ class _GroupPursuit:
     orthonormal basis) and move by one product per step, with a precomputed
     ``G^T B``. The steps are vectorized over sketches: one stacked product
     per step, not one solve per sketch.
+
+    Reading each factor twice a step (``L^-1`` and ``L^-T`` products) from
+    memory bounds the speed: about ``2 w^2`` floats read per step for a
+    support of ``w`` columns. Taking several groups a step (a generalized
+    OMP) was tried: fewer steps, but as many floats read, and no faster.
     """
 
     def __init__(self, g, norms, offsets, max_active, tol):
@@ -412,21 +417,25 @@ class _GroupPursuit:
         z = np.zeros((n, n_columns))
         cond = np.ones(n)
         budget = max(int(min(self.max_active, n_columns)), 1)
-        chunk = int(np.clip(_FACTOR_BYTES // (8 * budget**2), 16, 4096))
+        columns = np.zeros((n, budget), dtype=np.intp)
+        width = np.zeros(n, dtype=np.intp)
+        chunk = int(np.clip(_FACTOR_BYTES // (16 * budget**2), 16, 1024))
+        pool = _FactorPool(min(chunk, n), budget)
         # Each step is a few stacked products of small matrices: BLAS threads
         # only spin against each other there, and far worse when another
         # process holds a core. One thread, as in scikit-learn's KMeans.
         with one_blas_thread():
             for lo in range(0, n, chunk):
                 part = slice(lo, lo + chunk)
-                z[part], cond[part], columns, width = self._solve(sketches[part])
-                unsure = np.flatnonzero(cond[part] > cond_limit)
-                if unsure.size:
-                    cond[lo + unsure] = self._condition(columns[unsure], width[unsure])
+                z[part], cond[part], columns[part], width[part] = self._solve(
+                    sketches[part], budget, pool)
+            unsure = np.flatnonzero(cond > cond_limit)
+            if unsure.size:
+                cond[unsure] = self._condition(columns[unsure], width[unsure])
             residual = sketches - z @ self.g.T
         return z / self.norms, residual, cond
 
-    def _solve(self, s):
+    def _solve(self, s, budget, pool):
         """Pursue a chunk of sketches.
 
         Returns the coefficients of the unit columns, an upper bound of the
@@ -434,7 +443,6 @@ class _GroupPursuit:
         (padded) with their number.
         """
         n, n_columns = s.shape[0], self.g.shape[1]
-        budget = max(int(min(self.max_active, n_columns)), 1)
         norm2 = np.einsum("ij,ij->i", s, s)
         target2 = self.tol**2 * norm2
         x = np.zeros((n, n_columns))
@@ -444,15 +452,16 @@ class _GroupPursuit:
         # The state of the sketches still pursued: ``index`` are their rows in
         # ``s``; dead rows (finished) stay until the state is compacted.
         index = np.flatnonzero(norm2 > target2)
-        state = _PursuitState(s[index], self, budget)
+        state = _PursuitState(s[index], self, budget, pool)
         while True:
             n_alive = np.count_nonzero(state.alive)
             if n_alive <= 0.7 * state.size:
                 finished = ~state.alive
-                x[index[finished]] = state.x[finished]
-                columns_out[index[finished]] = state.columns[finished]
-                width_out[index[finished]] = state.width[finished]
-                inverse_trace[index[finished]] = state.inverse_trace(finished)
+                rows = index[finished]
+                x[rows] = state.x[finished]
+                columns_out[rows] = state.columns[finished]
+                width_out[rows] = state.width[finished]
+                inverse_trace[rows] = state.inverse_trace[finished]
                 index = index[state.alive][state.compact()]
             if not n_alive:
                 break
@@ -491,13 +500,13 @@ class _PursuitState:
     ``proj``: the residual's projections on the groups' bases.
     """
 
-    def __init__(self, s, pursuit, budget):
+    def __init__(self, s, pursuit, budget, pool):
         m, n_columns = s.shape[0], pursuit.g.shape[1]
         self.s = s
         self.gts = s @ pursuit.g
         self.proj = s @ pursuit.basis
         self.x = np.zeros((m, n_columns))
-        self.factors = _Factors(m)
+        self.factors = _Factors(pool, m)
         self.columns = np.zeros((m, budget), dtype=np.intp)
         self.c = np.zeros((m, budget))
         self.width = np.zeros(m, dtype=np.intp)
@@ -505,6 +514,7 @@ class _PursuitState:
         self.blocked = np.zeros((m, pursuit.widths.size), dtype=bool)
         self.blocked[:, pursuit.widths == 0] = True
         self.alive = np.ones(m, dtype=bool)
+        self.inverse_trace = np.zeros(m)
 
     @property
     def size(self):
@@ -517,20 +527,16 @@ class _PursuitState:
         """
         keep = self.alive
         for name in ("s", "gts", "proj", "x", "columns", "c", "width",
-                     "explained2", "blocked", "alive"):
+                     "explained2", "blocked", "alive", "inverse_trace"):
             setattr(self, name, getattr(self, name)[keep])
         # Widest first: the factors' bins then hold sketches of similar
         # widths; the order changes little between steps.
         order = np.argsort(-self.width, kind="stable")
         for name in ("s", "gts", "proj", "x", "columns", "c", "width",
-                     "explained2", "blocked", "alive"):
+                     "explained2", "blocked", "alive", "inverse_trace"):
             setattr(self, name, getattr(self, name)[order])
-        self.factors = self.factors.take(np.flatnonzero(keep)[order], self.width)
+        self.factors.compact(np.flatnonzero(keep)[order], self.width)
         return order
-
-    def inverse_trace(self, rows):
-        """``trace(A^-1) = ||L^-1||_F^2`` of the given rows' Gram matrices."""
-        return self.factors.inverse_trace(np.flatnonzero(rows))
 
     def step(self, pursuit, budget, target2, norm2):
         """Add one group to every live sketch; finish those explained."""
@@ -550,7 +556,6 @@ class _PursuitState:
         k = np.where(grows, widths[best], 0)
         k_max, w = int(k.max()), self.width
         w_max = int(w[grows].max())
-        self.factors.reserve(np.where(grows, w + k, 0), budget)
         j = np.arange(k_max)
         new = j[None, :] < k[:, None]
         new_columns = np.where(new, pursuit.offsets[best][:, None] + j, 0)
@@ -602,6 +607,9 @@ class _PursuitState:
         self.x[changed] += delta
         self.width += k
         self.explained2 += np.einsum("nk,nk->n", c_new, c_new)
+        # trace(A^-1) = ||L^-1||_F^2 grows by the new rows' squared norms.
+        self.inverse_trace += (np.einsum("nkw,nkw->n", rows_new, rows_new)
+                               + np.einsum("nij,nij->n", lnn_inv, lnn_inv * both))
         self._finish_explained(pursuit, target2, norm2)
 
     def _finish_explained(self, pursuit, target2, norm2):
@@ -618,94 +626,81 @@ class _PursuitState:
             done = np.einsum("ij,ij->i", residual, residual) <= target2[near]
             self.alive[near[done]] = False
 
-class _Factors:
-    """Inverse Cholesky factors of many sketches, in bins of similar widths.
+class _FactorPool:
+    """Memory for the inverse Cholesky factors of a chunk of sketches.
 
-    Sketch ``i``'s factor ``L^-1`` is lower triangular, zero beyond its
-    width; the bins are consecutive runs of sketches (sorted widest first at
-    each compaction), each stored as deep as its widest sketch needs, so
-    that the memory held and read follows the widths rather than the widest
-    sketch's. Each factor is kept twice, as ``L^-1`` and as its transpose:
-    both products of a step then read a factor as BLAS reads a transposed
-    matrix, the faster way for a product with a few columns.
+    Two stacks of ``(rows, budget, budget)``: the live factors and the
+    target of the next compaction, allocated once per solve and reused by
+    every chunk. Fresh memory at every step (growing, compacting) cost more
+    than the products themselves: first touches of pages.
     """
 
-    def __init__(self, m, n_bins=4):
-        self.bounds = np.unique(np.linspace(0, m, n_bins + 1).astype(np.intp))
-        self.lower = [np.zeros((hi - lo, 0, 0))
-                      for lo, hi in zip(self.bounds[:-1], self.bounds[1:])]
-        self.upper = [f.copy() for f in self.lower]
+    def __init__(self, rows, budget):
+        self.stacks = [np.zeros((rows, budget, budget)) for _ in range(2)]
+
+
+class _Factors:
+    """Inverse Cholesky factors of many sketches, in a :class:`_FactorPool`.
+
+    Sketch ``i``'s factor ``L^-1`` is lower triangular. Its rows below
+    ``width[i]`` hold whatever earlier sketches left there: the products
+    mask them. Nothing is ever written right of a diagonal, so that part of
+    every row is zero. The sketches still pursued are the first rows, sorted
+    widest first at each compaction; the products read them in a few runs of
+    consecutive sketches, each as deep as its widest sketch, so the memory
+    read follows the widths.
+    """
+
+    def __init__(self, pool, m, n_bins=4):
+        self.pool, self.m, self.n_bins = pool, m, n_bins
+        self.stack = pool.stacks[0]
 
     def _bins(self):
-        return enumerate(zip(self.bounds[:-1], self.bounds[1:]))
-
-    def reserve(self, width, budget):
-        """Make room for ``width[i]`` columns in sketch ``i``'s factor."""
-        for b, (lo, hi) in self._bins():
-            need, capacity = int(width[lo:hi].max(initial=0)), self.lower[b].shape[1]
-            if need > capacity:
-                capacity = min(budget, max(need, 2 * capacity, 16))
-                for stack in (self.lower, self.upper):
-                    grown = np.zeros((hi - lo, capacity, capacity))
-                    old = stack[b].shape[1]
-                    grown[:, :old, :old] = stack[b]
-                    stack[b] = grown
+        bounds = np.unique(np.linspace(0, self.m, self.n_bins + 1).astype(np.intp))
+        return zip(bounds[:-1], bounds[1:])
 
     def product(self, rhs, width, w_max, transpose=False):
         """``L^-1 @ rhs[i]`` (or ``L^-T @ rhs[i]``) for every sketch ``i``.
 
         ``rhs`` has ``w_max`` rows; only the first ``width[i]`` of row ``i``
-        meet its factor's nonzero columns.
+        meet its factor, and the result is zero below them.
         """
+        valid = (np.arange(w_max) < width[:, None])[:, :, None]
+        if transpose:  # rows of L^-1 below the width are stale
+            rhs = np.where(valid, rhs, 0.0)
         out = np.zeros_like(rhs)
-        stacks = self.lower if transpose else self.upper
-        for b, (lo, hi) in self._bins():
+        for lo, hi in self._bins():
             top = min(int(width[lo:hi].max(initial=0)), w_max)
             if top:
-                out[lo:hi, :top] = (stacks[b][:, :top, :top].transpose(0, 2, 1)
-                                    @ rhs[lo:hi, :top])
-        return out
-
-    def _split(self, rows):
-        for b, (lo, hi) in self._bins():
-            inside = (rows >= lo) & (rows < hi)
-            if inside.any():
-                yield b, inside, rows[inside] - lo
+                block = self.stack[lo:hi, :top, :top]
+                out[lo:hi, :top] = (block.transpose(0, 2, 1) if transpose
+                                    else block) @ rhs[lo:hi, :top]
+        # Below the width, L^-T @ rhs is zero: right of the diagonals.
+        return out if transpose else np.where(valid, out, 0.0)
 
     def set_rows(self, rows, position, values):
-        """Row ``position[n]`` of sketch ``rows[n]``'s factor, left of it."""
-        for b, inside, local in self._split(rows):
-            part = values[inside, :self.lower[b].shape[1]]
-            self.lower[b][local, position[inside], :part.shape[1]] = part
-            self.upper[b][local, :part.shape[1], position[inside]] = part
+        """Row ``position[n]`` of sketch ``rows[n]``'s factor: ``values[n]``
+        left of the diagonal, zeros from it on (the diagonal block is set
+        by :meth:`set_entries`)."""
+        n_columns = min(int(position.max(initial=-1)) + 1, self.stack.shape[2])
+        row = np.zeros((rows.size, n_columns))
+        row[:, :min(values.shape[1], n_columns)] = values[:, :n_columns]
+        row[np.arange(n_columns) >= position[:, None]] = 0.0
+        self.stack[rows, position, :n_columns] = row
 
     def set_entries(self, rows, i, j, values):
         """Entry ``(i[n], j[n])`` of sketch ``rows[n]``'s factor."""
-        for b, inside, local in self._split(rows):
-            self.lower[b][local, i[inside], j[inside]] = values[inside]
-            self.upper[b][local, j[inside], i[inside]] = values[inside]
+        self.stack[rows, i, j] = values
 
-    def inverse_trace(self, rows):
-        """``trace(A^-1) = ||L^-1||_F^2`` of the given sketches."""
-        out = np.zeros(rows.size)
-        for b, inside, local in self._split(rows):
-            stack = self.lower[b][local]
-            out[inside] = np.einsum("nij,nij->n", stack, stack)
-        return out
-
-    def take(self, rows, width):
-        """The factors of ``rows``, in that order, binned anew (``width``:
-        their widths)."""
-        taken = _Factors(rows.size, len(self.lower))
-        for b, (lo, hi) in taken._bins():
-            depth = int(width[lo:hi].max(initial=0))
-            for stacks, new in ((self.lower, taken.lower), (self.upper, taken.upper)):
-                new[b] = np.zeros((hi - lo, depth, depth))
-                for old_bin, inside, local in self._split(rows[lo:hi]):
-                    old = stacks[old_bin][local]
-                    size = min(depth, old.shape[1])
-                    new[b][inside, :size, :size] = old[:, :size, :size]
-        return taken
+    def compact(self, rows, width):
+        """Keep the factors of ``rows``, in that order, as the first rows
+        (``width``: their widths)."""
+        depth = int(width.max(initial=0))
+        spare = self.pool.stacks[1]
+        for to, row in enumerate(rows):  # no temporary: see _FactorPool
+            spare[to, :depth, :depth] = self.stack[row, :depth, :depth]
+        self.pool.stacks = [spare, self.stack]
+        self.stack, self.m = spare, rows.size
 
 
 def _inverse_cholesky(a, min_pivot):

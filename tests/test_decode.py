@@ -366,10 +366,10 @@ def test_group_pursuit_runs_blas_on_one_thread(monkeypatch):
     seen = []
     solve = _GroupPursuit._solve
 
-    def spy(self, sketches):
+    def spy(self, *args):
         seen.append({p["num_threads"] for p in threadpool_info()
                      if p["user_api"] == "blas"})
-        return solve(self, sketches)
+        return solve(self, *args)
 
     monkeypatch.setattr(_GroupPursuit, "_solve", spy)
     records = _flag_and_cat_records()
@@ -470,3 +470,28 @@ def test_pursuit_condition_numbers_are_exact_where_they_set_the_noise():
     unsure = mixed > limit
     np.testing.assert_allclose(mixed[unsure], exact[unsure], rtol=1e-10)
     assert np.all(exact[~unsure] <= limit)
+
+
+def test_pursuit_chunks_reuse_factor_memory_without_leaking(monkeypatch):
+    # Chunks of sketches share one pool of factors, which keeps what earlier
+    # sketches left beyond each factor's width: results must not depend on it.
+    from sksketch import _decode
+
+    records, _ = make_activation_records(60, n_modules=9, depth=3, fan_in=3,
+                                         n_roots=(1, 2), shared_fraction=0.3,
+                                         weights="random", random_state=3)
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(128, random_state=0)).fit(records)
+    sketches = recoverer.sketcher_.transform(records)
+    decoder = recoverer._decoder()
+    g, norms = _decode._unit_columns(decoder.g_rows.T)
+    pursuit = _decode._GroupPursuit(g, norms, recoverer._structure.layout.offsets,
+                                    64, decoder.tol)
+    # Widest supports first, so later chunks reuse rows wider ones filled.
+    alone = [pursuit.solve(s[None]) for s in sketches]
+    order = np.argsort([np.count_nonzero(z) for z, _, _ in alone])[::-1]
+    monkeypatch.setattr(_decode, "_FACTOR_BYTES", 16 * 16 * 64**2)  # 16 a chunk
+    z, residual, cond = pursuit.solve(sketches[order])
+    for i, row in enumerate(order):
+        np.testing.assert_allclose(z[i], alone[row][0][0], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(cond[i], alone[row][2][0], rtol=1e-9)
