@@ -411,6 +411,18 @@ def _plain_group_omp(g, offsets, budget, tol, s):
     return z
 
 
+def _wide_pursuit_case(n_records, random_state, weights="random"):
+    """Sketches of a 9-module network (297 unknowns at d = 128: the pursuit's
+    regime), its fitted recoverer and that recoverer's decoder."""
+    records, _ = make_activation_records(n_records, n_modules=9, depth=3,
+                                         fan_in=3, n_roots=(1, 2),
+                                         shared_fraction=0.3, weights=weights,
+                                         random_state=random_state)
+    recoverer = SketchAttributeRecoverer(
+        RecursiveSketcher(128, random_state=0)).fit(records)
+    return recoverer.sketcher_.transform(records), recoverer, recoverer._decoder()
+
+
 @pytest.mark.parametrize("keep", [None, 0.7])
 def test_batched_pursuit_matches_a_plain_group_omp(keep):
     # The batched pursuit (inverse Cholesky factors grown a group at a time,
@@ -419,16 +431,10 @@ def test_batched_pursuit_matches_a_plain_group_omp(keep):
     # the sketches it explains and on those that exhaust the budget.
     from sksketch._decode import _GroupPursuit, _unit_columns
 
-    records, _ = make_activation_records(40, n_modules=9, depth=3, fan_in=3,
-                                         n_roots=(1, 2), shared_fraction=0.3,
-                                         weights="random", random_state=1)
-    recoverer = SketchAttributeRecoverer(
-        RecursiveSketcher(128, random_state=0)).fit(records)
-    sketches = recoverer.sketcher_.transform(records)
+    sketches, recoverer, decoder = _wide_pursuit_case(40, 1)
     kept = np.arange(128)
     if keep is not None:
         sketches, kept = erase(sketches, keep, random_state=0)
-    decoder = recoverer._decoder()
     g, norms = _unit_columns(decoder.g_rows[:, kept].T)
     offsets = recoverer._structure.layout.offsets
     budget = int(decoder.max_active * kept.size)
@@ -452,13 +458,7 @@ def test_pursuit_condition_numbers_are_exact_where_they_set_the_noise():
     # never below the exact value.
     from sksketch._decode import _GroupPursuit, _unit_columns
 
-    records, _ = make_activation_records(30, n_modules=9, depth=3, fan_in=3,
-                                         n_roots=(1, 2), shared_fraction=0.3,
-                                         random_state=2)
-    recoverer = SketchAttributeRecoverer(
-        RecursiveSketcher(128, random_state=0)).fit(records)
-    sketches = recoverer.sketcher_.transform(records)
-    decoder = recoverer._decoder()
+    sketches, recoverer, decoder = _wide_pursuit_case(30, 2, weights="unit")
     g, norms = _unit_columns(decoder.g_rows.T)
     pursuit = _GroupPursuit(g, norms, recoverer._structure.layout.offsets, 64,
                             decoder.tol)
@@ -477,13 +477,7 @@ def test_pursuit_chunks_reuse_factor_memory_without_leaking(monkeypatch):
     # sketches left beyond each factor's width: results must not depend on it.
     from sksketch import _decode
 
-    records, _ = make_activation_records(60, n_modules=9, depth=3, fan_in=3,
-                                         n_roots=(1, 2), shared_fraction=0.3,
-                                         weights="random", random_state=3)
-    recoverer = SketchAttributeRecoverer(
-        RecursiveSketcher(128, random_state=0)).fit(records)
-    sketches = recoverer.sketcher_.transform(records)
-    decoder = recoverer._decoder()
+    sketches, recoverer, decoder = _wide_pursuit_case(60, 3)
     g, norms = _decode._unit_columns(decoder.g_rows.T)
     pursuit = _decode._GroupPursuit(g, norms, recoverer._structure.layout.offsets,
                                     64, decoder.tol)
