@@ -297,9 +297,13 @@ class LstsqDecoder:
             noise = np.full(sketches.shape[0], _noise_level(eps, kept.size, cond))
         else:
             # Below this condition number the noise level is tol: the
-            # pursuit need not compute it exactly there.
-            cond_limit = self.tol / _noise_level(eps, kept.size, 1.0)
-            z, residual, cond = factor[0].solve(to_numpy(sketches), cond_limit)
+            # pursuit need not compute it exactly there. It stops at the
+            # lowest noise level of the sketches' precision: below it, more
+            # groups would only fit rounding (float32 sketches never reach
+            # tol, and would otherwise fill the whole budget).
+            floor = _noise_level(eps, kept.size, 1.0)
+            z, residual, cond = factor[0].solve(to_numpy(sketches), self.tol / floor,
+                                                stop=max(self.tol, floor))
             z, residual = (to_backend(a, backend, sketches.dtype)
                            for a in (z, residual))
             noise = np.maximum(self.tol, _noise_level(eps, kept.size, cond))
@@ -406,13 +410,15 @@ class _GroupPursuit:
         # would read its neighbour's), and can never explain a residual.
         self.scored = np.flatnonzero(self.widths > 0)
 
-    def solve(self, sketches, cond_limit=0.0):
+    def solve(self, sketches, cond_limit=0.0, stop=None):
         """Coefficients, residuals and each sketch's support's condition number.
 
         The condition number is exact where it exceeds ``cond_limit``; below
         it, an upper bound that is also below it (``cond_limit`` is where the
-        condition number starts to matter to the caller).
+        condition number starts to matter to the caller). A sketch is done
+        once its residual is below ``stop * ||s||`` (default: ``tol``).
         """
+        stop = self.tol if stop is None else stop
         n, n_columns = sketches.shape[0], self.g.shape[1]
         z = np.zeros((n, n_columns))
         cond = np.ones(n)
@@ -428,14 +434,14 @@ class _GroupPursuit:
             for lo in range(0, n, chunk):
                 part = slice(lo, lo + chunk)
                 z[part], cond[part], columns[part], width[part] = self._solve(
-                    sketches[part], budget, pool)
+                    sketches[part], budget, pool, stop)
             unsure = np.flatnonzero(cond > cond_limit)
             if unsure.size:
                 cond[unsure] = self._condition(columns[unsure], width[unsure])
             residual = sketches - z @ self.g.T
         return z / self.norms, residual, cond
 
-    def _solve(self, s, budget, pool):
+    def _solve(self, s, budget, pool, stop):
         """Pursue a chunk of sketches.
 
         Returns the coefficients of the unit columns, an upper bound of the
@@ -444,7 +450,7 @@ class _GroupPursuit:
         """
         n, n_columns = s.shape[0], self.g.shape[1]
         norm2 = np.einsum("ij,ij->i", s, s)
-        target2 = self.tol**2 * norm2
+        target2 = stop**2 * norm2
         x = np.zeros((n, n_columns))
         columns_out = np.zeros((n, budget), dtype=np.intp)
         width_out = np.zeros(n, dtype=np.intp)

@@ -489,3 +489,23 @@ def test_pursuit_chunks_reuse_factor_memory_without_leaking(monkeypatch):
     for i, row in enumerate(order):
         np.testing.assert_allclose(z[i], alone[row][0][0], rtol=0, atol=1e-9)
         np.testing.assert_allclose(cond[i], alone[row][2][0], rtol=1e-9)
+
+
+def test_pursuit_stops_at_the_noise_level_of_float32_sketches():
+    # A float32 sketch never gets within tol = 1e-10 of its blocks' span:
+    # the pursuit stops at its precision's noise level instead of fitting
+    # rounding with more groups until the budget is spent.
+    sketches, recoverer, decoder = _wide_pursuit_case(40, 4)
+    kept = np.arange(sketches.shape[1])
+    exact = decoder.decode(sketches, kept)
+    rounded = decoder.decode(sketches.astype(np.float32).astype(np.float64), kept,
+                             eps=np.finfo(np.float32).eps)
+    explained = exact.residual <= exact.noise
+    assert 10 <= explained.sum() < len(sketches)
+    support = np.count_nonzero(exact.z, axis=1)
+    np.testing.assert_array_equal(np.count_nonzero(rounded.z, axis=1)[explained],
+                                  support[explained])
+    assert np.all(rounded.residual[explained] <= rounded.noise[explained])
+    scale = np.abs(exact.z[explained]).max(axis=1, keepdims=True)
+    np.testing.assert_allclose(rounded.z[explained] / scale,
+                               exact.z[explained] / scale, atol=1e-4)
