@@ -20,6 +20,7 @@ Costs depend only on the batch's structure and ``d`` -- never on what is
 cached -- so the same records always get the same plan and the same bits.
 """
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -186,6 +187,42 @@ def _reuse(chain_rows, sketch_dim, cache_bytes):
 
 
 def _chain_widths(unrolled, items, n_slots, dims):
+    """Rows of every distinct chain the blocks of ``items`` need (read-only).
+
+    Batches of one network keep asking the same, a few dozen NumPy calls:
+    the answers for up to ``_CACHED_CHAIN_ITEMS`` items are kept (the last
+    ``_CACHED_CHAINS``), keyed by everything they are computed from.
+    """
+    items = np.asarray(items, np.intp)
+    key = (unrolled.path_parent.astype(np.intp, copy=False).tobytes(),
+           unrolled.path_module.astype(np.intp, copy=False).tobytes(),
+           int(n_slots), np.asarray(dims, float).tobytes())
+    if items.size > _CACHED_CHAIN_ITEMS:
+        return _chain_widths_of(*key, items)
+    return _cached_chain_widths(*key, items.tobytes())
+
+
+_CACHED_CHAINS = 16
+_CACHED_CHAIN_ITEMS = 2**16
+
+
+@functools.lru_cache(maxsize=_CACHED_CHAINS)
+def _cached_chain_widths(path_parent, path_module, n_slots, dims, items):
+    return _chain_widths_of(path_parent, path_module, n_slots, dims,
+                            np.frombuffer(items, np.intp))
+
+
+def _chain_widths_of(path_parent, path_module, n_slots, dims, items):
+    """``_chain_widths`` from the trie's arrays, as bytes."""
+    path_parent = np.frombuffer(path_parent, np.intp)
+    path_module = np.frombuffer(path_module, np.intp)
+    dims = np.frombuffer(dims, float)
+    rows = _chain_rows(path_parent, path_module, items, n_slots, dims)
+    rows.flags.writeable = False
+    return rows
+
+
+def _chain_rows(path_parent, path_module, items, n_slots, dims):
     """Rows of every distinct chain the blocks of ``items`` need.
 
     A block is a chain of products on top of its suffix's chain, so the
@@ -216,9 +253,9 @@ def _chain_widths(unrolled, items, n_slots, dims):
             link = len(suffix) - 1
         return link
 
-    node_of = np.zeros(len(unrolled.paths), np.intp)
-    for p, (parent, module) in enumerate(zip(unrolled.path_parent.tolist(),
-                                             unrolled.path_module.tolist())):
+    node_of = np.zeros(path_parent.size, np.intp)
+    for p, (parent, module) in enumerate(zip(path_parent.tolist(),
+                                             path_module.tolist())):
         node_of[p] = child(node_of[parent] if parent >= 0 else 0, module)
     suffix, last = np.array(suffix), np.array(last)
     # Presence chains: every sequence in the trie is a suffix of a path.
