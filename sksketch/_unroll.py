@@ -80,10 +80,12 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
 
     def register(parent_path, child_module):
         nonlocal child_path
-        ids = child_path[parent_path + 1, child_module]
+        # Row-major codes into child_path: growing it keeps them valid.
+        code = (parent_path + 1) * n_modules + child_module
+        ids = np.take(child_path.reshape(-1), code)
         new = ids < 0
         if new.any():
-            keys = (parent_path[new] + 1) * n_modules + child_module[new]
+            keys = code[new]
             n_keys = child_path.size
             keys = (np.flatnonzero(np.bincount(keys, minlength=n_keys))
                     if n_keys <= 4 * keys.size else np.unique(keys))
@@ -100,7 +102,7 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
                 child_path[parent, mod] = len(paths)
                 paths.append(prefix + (names[mod],))
                 trie.append((parent - 1, mod))
-            ids = child_path[parent_path + 1, child_module]
+            ids = np.take(child_path.reshape(-1), code)
         return ids
 
     obj = batch._roots

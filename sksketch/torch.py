@@ -586,8 +586,7 @@ class ActivationRecorder:
         k = self._top_k[name]
         if k is not None and k < p and self.threshold is None:
             # Exactly k per record: the k strongest, in position order.
-            position = np.sort(np.argpartition(-strength, k - 1, axis=1)[:, :k],
-                               axis=1).reshape(-1)
+            position = _strongest(strength, k)
             record = np.repeat(np.arange(n), k)
         else:
             keep = np.ones(strength.shape, bool)
@@ -651,6 +650,26 @@ class ActivationRecorder:
             layers, n_records=n,
             parent=np.concatenate(parent) if parent else empty,
             child=np.concatenate(child) if child else empty, dtype=self.dtype)
+
+
+def _strongest(strength, k):
+    """Positions of the ``k`` largest strengths of every row, row by row.
+
+    Without a tie at a row's ``k``-th largest strength, its ``k`` strongest
+    positions are those at least as strong: a partition of the values finds
+    that strength several times faster than one of their indices. Rows with
+    such a tie (or a NaN) take the index partition, row by row the choice
+    among tied positions the recorder has always made.
+    """
+    p = strength.shape[1]
+    kth = np.partition(strength, p - k, axis=1)[:, p - k]
+    keep = strength >= kth[:, None]
+    tied = np.flatnonzero(np.count_nonzero(keep, axis=1) != k)
+    if tied.size:
+        keep[tied] = False
+        chosen = np.argpartition(-strength[tied], k - 1, axis=1)[:, :k]
+        keep[tied[:, None], chosen] = True
+    return np.nonzero(keep)[1]  # row-major: by row, then position
 
 
 def _edges(ids, record, position, spatial, previous, field, n_records):
