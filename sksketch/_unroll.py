@@ -366,6 +366,13 @@ def coefficient_chunks(batch, unrolled, layout, chunk_size):
     workspace = Workspace()
     for chunk in range(n_chunks):
         lo, hi = chunk * chunk_size, min((chunk + 1) * chunk_size, n_records)
+        run = slice(bounds[chunk * n_modules], bounds[(chunk + 1) * n_modules])
+        if _distinct(n_start[run], (hi - lo) * n_columns):
+            z = _blocks_written(batch, bounds[chunk * n_modules:], rows, eff,
+                                a_start, n_start, run, (hi - lo) * n_columns,
+                                workspace)
+            yield lo, hi, z.reshape(hi - lo, n_columns)
+            continue
         # One flat (index, value) buffer for all modules, one bincount. Per
         # module it holds the attributes (entries x dim), then the presences.
         counts = np.diff(bounds[chunk * n_modules:(chunk + 1) * n_modules + 1])
@@ -396,6 +403,43 @@ def coefficient_chunks(batch, unrolled, layout, chunk_size):
         z = np.bincount(flat_index, weights=values,
                         minlength=(hi - lo) * n_columns)
         yield lo, hi, z.reshape(hi - lo, n_columns)
+
+
+def _distinct(cells, n_cells):
+    """Whether the ints ``cells`` (in ``[0, n_cells)``) are all distinct."""
+    seen = np.zeros(n_cells, bool)
+    seen[cells] = True
+    return np.count_nonzero(seen) == cells.size
+
+
+def _blocks_written(batch, bounds, rows, eff, a_start, n_start, run, n_cells,
+                    workspace):
+    """One chunk's ``Z`` where no two entries share an attribute block.
+
+    Each entry's weighted attributes are then written, a row at a time,
+    rather than added one value at a time: the bincount of every value
+    costs several times more. The presences still add up, in entry order
+    as in the general case, and each attribute is written as ``0.0 + value``
+    (a zero's sign included), so ``Z`` is the same to the bit.
+    """
+    z = np.bincount(a_start[run], weights=eff[run], minlength=n_cells)
+    for code, block in enumerate(batch._attributes):
+        start, stop = bounds[code], bounds[code + 1]
+        count, dim = stop - start, block.shape[1]
+        if not count:
+            continue
+        values = np.take(block, rows[start:stop], axis=0,
+                         out=workspace.get("gather", count * dim,
+                                           block.dtype).reshape(count, dim))
+        values = np.multiply(values, eff[start:stop, None],
+                             out=workspace.get("values", count * dim).reshape(
+                                 count, dim))
+        values += 0.0
+        # Overlapping rows of dim cells, one starting at every cell of Z.
+        blocks = np.ndarray((n_cells - dim + 1, dim), z.dtype, z,
+                            strides=(z.itemsize, z.itemsize))
+        blocks[n_start[start:stop]] = values
+    return z
 
 
 def coefficients(batch, unrolled, layout):
