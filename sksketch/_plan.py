@@ -20,7 +20,6 @@ Costs depend only on the batch's structure and ``d`` -- never on what is
 cached -- so the same records always get the same plan and the same bits.
 """
 
-import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -186,40 +185,14 @@ def _reuse(chain_rows, sketch_dim, cache_bytes):
     return BLOCK_REUSE if 8.0 * sketch_dim * chain_rows.sum() <= cache_bytes else 1.0
 
 
+# Tables of (trie node, slot) keys up to this size replace sorted sets.
+_TABLE_KEYS = 2**20
+
+
 def _chain_widths(unrolled, items, n_slots, dims):
-    """Rows of every distinct chain the blocks of ``items`` need (read-only).
-
-    Batches of one network keep asking the same, a few dozen NumPy calls:
-    the answers for up to ``_CACHED_CHAIN_ITEMS`` items are kept (the last
-    ``_CACHED_CHAINS``), keyed by everything they are computed from.
-    """
-    items = np.asarray(items, np.intp)
-    key = (unrolled.path_parent.astype(np.intp, copy=False).tobytes(),
-           unrolled.path_module.astype(np.intp, copy=False).tobytes(),
-           int(n_slots), np.asarray(dims, float).tobytes())
-    if items.size > _CACHED_CHAIN_ITEMS:
-        return _chain_widths_of(*key, items)
-    return _cached_chain_widths(*key, items.tobytes())
-
-
-_CACHED_CHAINS = 16
-_CACHED_CHAIN_ITEMS = 2**16
-
-
-@functools.lru_cache(maxsize=_CACHED_CHAINS)
-def _cached_chain_widths(path_parent, path_module, n_slots, dims, items):
-    return _chain_widths_of(path_parent, path_module, n_slots, dims,
-                            np.frombuffer(items, np.intp))
-
-
-def _chain_widths_of(path_parent, path_module, n_slots, dims, items):
-    """``_chain_widths`` from the trie's arrays, as bytes."""
-    path_parent = np.frombuffer(path_parent, np.intp)
-    path_module = np.frombuffer(path_module, np.intp)
-    dims = np.frombuffer(dims, float)
-    rows = _chain_rows(path_parent, path_module, items, n_slots, dims)
-    rows.flags.writeable = False
-    return rows
+    """Rows of every distinct chain the blocks of ``items`` need."""
+    return _chain_rows(unrolled.path_parent, unrolled.path_module,
+                       np.asarray(items, np.intp), n_slots, dims)
 
 
 def _chain_rows(path_parent, path_module, items, n_slots, dims):
@@ -261,12 +234,26 @@ def _chain_rows(path_parent, path_module, items, n_slots, dims):
     # Presence chains: every sequence in the trie is a suffix of a path.
     rows = [dims[last[1:]] + 1]
     # Slot chains: the slot stays, the sequence walks its suffix links.
-    keys = seen = np.unique(node_of[items // n_slots] * n_slots + items % n_slots)
+    # Keys (node, slot) seen are marked in a table of them all when it is
+    # small (a few dozen NumPy calls fewer), else kept as a sorted set.
+    n_keys = suffix.size * n_slots
+    table = n_keys <= _TABLE_KEYS
+    keys = _distinct(node_of[items // n_slots] * n_slots + items % n_slots, n_keys)
+    if table:
+        seen = np.zeros(n_keys, bool)
+        seen[keys] = True
+    else:
+        seen = keys
     while keys.size:
         nodes = keys // n_slots
         rows.append(dims[last[nodes]])
         linked = suffix[nodes]
-        keys = np.unique(linked[linked > 0] * n_slots + (keys % n_slots)[linked > 0])
-        keys = keys[~np.isin(keys, seen)]
-        seen = np.union1d(seen, keys)
+        keys = _distinct(linked[linked > 0] * n_slots + (keys % n_slots)[linked > 0],
+                         n_keys)
+        if table:
+            keys = keys[~seen[keys]]
+            seen[keys] = True
+        else:
+            keys = keys[~np.isin(keys, seen)]
+            seen = np.union1d(seen, keys)
     return np.concatenate(rows)

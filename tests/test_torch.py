@@ -389,3 +389,28 @@ def test_import_sksketch_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_strongest_positions_are_the_index_partitions_even_with_ties():
+    # The values' partition finds the k strongest; rows tied at the k-th
+    # strength (zeros after a ReLU, rounded values) and NaN rows take the
+    # index partition, so the recorder keeps the positions it always kept.
+    from sksketch.torch import _strongest
+
+    rng = np.random.default_rng(0)
+    n_tied = 0
+    for trial in range(60):
+        n, p = int(rng.integers(1, 30)), int(rng.integers(2, 70))
+        k = int(rng.integers(1, p))
+        strength = rng.random((n, p))
+        if trial % 3 == 0:
+            strength[rng.random((n, p)) < 0.7] = 0.0
+        elif trial % 3 == 1:
+            strength = np.round(strength * 3) / 3
+        if trial % 5 == 0:
+            strength[0, 0] = np.nan
+        kth = -np.sort(-strength, axis=1)[:, k - 1:k]
+        n_tied += int(((strength == kth).sum(axis=1) > 1).sum())
+        expected = np.sort(np.argpartition(-strength, k - 1, axis=1)[:, :k], axis=1)
+        assert np.array_equal(_strongest(strength, k), expected.reshape(-1))
+    assert n_tied > 50  # the ties were there
