@@ -10,6 +10,7 @@ its receptive field.
 PyTorch is imported when a recorder is made, never by ``import sksketch``.
 """
 
+import functools
 import math
 import numbers
 import operator
@@ -691,19 +692,32 @@ def _edges(ids, record, position, spatial, previous, field, n_records):
     # A dense map from (record, previous position) to object id, with a last
     # column of -1 that the cells outside the previous layer point to.
     n_prev = math.prod(prev_spatial)
-    lookup = np.full((n_records, n_prev + 1), -1, np.intp)
+    # (Ids in 32 bits where they fit: half the bytes to gather.)
+    small = int(prev_ids.max()) < 2**31
+    lookup = np.full((n_records, n_prev + 1), -1, np.int32 if small else np.intp)
     lookup[prev_record, prev_position] = prev_ids
-    cells = _window_cells(spatial, prev_spatial, field, n_prev)[position]
-    found = lookup.reshape(-1)[(record * (n_prev + 1))[:, None] + cells].reshape(-1)
+    cells = _window_cells(tuple(spatial), tuple(prev_spatial), field, n_prev)
+    index = np.take(cells, position, axis=0)
+    index += (record * (n_prev + 1))[:, None]
+    found = np.take(lookup.reshape(-1), index.reshape(-1))
     hits = np.flatnonzero(found >= 0)  # by object, then window cell
-    return ids[hits // cells.shape[1]], found[hits]
+    return ids[hits // cells.shape[1]], found[hits].astype(np.intp)
 
 
+@functools.lru_cache(maxsize=64)
 def _window_cells(spatial, prev_spatial, field, outside):
     """For every position, the flat previous positions of its window.
 
     Row-major over the window's cells; a cell past the border is ``outside``.
+    The same for every batch of a layer's geometry (its arguments): kept for
+    the last 64 geometries, read-only.
     """
+    cells = _window_cells_of(spatial, prev_spatial, field, outside)
+    cells.flags.writeable = False
+    return cells
+
+
+def _window_cells_of(spatial, prev_spatial, field, outside):
     coords = np.unravel_index(np.arange(math.prod(spatial)), spatial)
     cells = np.zeros((coords[0].size if coords else 1, 1), np.intp)
     valid = np.ones(cells.shape, bool)

@@ -414,3 +414,39 @@ def test_strongest_positions_are_the_index_partitions_even_with_ties():
         expected = np.sort(np.argpartition(-strength, k - 1, axis=1)[:, :k], axis=1)
         assert np.array_equal(_strongest(strength, k), expected.reshape(-1))
     assert n_tied > 50  # the ties were there
+
+
+def _same_batch(a, b):
+    assert set(vars(a)) == set(vars(b))
+    for name, value in vars(a).items():
+        other = getattr(b, name)
+        if isinstance(value, np.ndarray):
+            assert value.dtype == other.dtype and np.array_equal(value, other), name
+        elif name == "_attributes":
+            assert all(x.dtype == y.dtype and np.array_equal(x, y)
+                       for x, y in zip(value, other, strict=True))
+        else:
+            assert value == other, name
+
+
+def test_one_recorder_follows_inputs_of_changing_sizes():
+    # Window cells are kept per layer geometry: a recorder seeing images of
+    # another size must wire them as a fresh recorder does.
+    model = nn.Sequential()
+    model.add_module("conv1", nn.Conv2d(1, 4, 3, padding=1))
+    model.add_module("pool", nn.MaxPool2d(2))
+    model.add_module("conv2", nn.Conv2d(4, 3, 3, padding=1))
+    model.add_module("gap", nn.AdaptiveAvgPool2d(1))
+    model.add_module("flat", nn.Flatten())
+    model.add_module("fc", nn.Linear(3, 5))
+    model.eval()
+    layers = ["conv1", "conv2", "fc"]
+    recorder = ActivationRecorder(model, layers, top_k=4)
+    generator = torch.Generator().manual_seed(0)
+    n_edges = set()
+    for size in (8, 12, 8, 6):
+        x = torch.randn(5, 1, size, size, generator=generator)
+        batch = recorder.record(x)
+        _same_batch(batch, ActivationRecorder(model, layers, top_k=4).record(x))
+        n_edges.add(batch._parent.size)
+    assert len(n_edges) > 1  # the sizes wired differently
