@@ -431,7 +431,9 @@ def _same_batch(a, b):
 
 def test_one_recorder_follows_inputs_of_changing_sizes():
     # Window cells are kept per layer geometry: a recorder seeing images of
-    # another size must wire them as a fresh recorder does.
+    # another size must wire them as a fresh recorder does with none kept.
+    from sksketch.torch import _window_cells
+
     model = nn.Sequential()
     model.add_module("conv1", nn.Conv2d(1, 4, 3, padding=1))
     model.add_module("pool", nn.MaxPool2d(2))
@@ -447,6 +449,7 @@ def test_one_recorder_follows_inputs_of_changing_sizes():
     for size in (8, 12, 8, 6):
         x = torch.randn(5, 1, size, size, generator=generator)
         batch = recorder.record(x)
+        _window_cells.cache_clear()
         _same_batch(batch, ActivationRecorder(model, layers, top_k=4).record(x))
         n_edges.add(batch._parent.size)
     assert len(n_edges) > 1  # the sizes wired differently
