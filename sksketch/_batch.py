@@ -258,8 +258,10 @@ class RecordBatch:
         names = [layer[0] for layer in layers]
         sizes = np.array([layer[1].size for layer in layers], np.intp)
         attributes = [np.ascontiguousarray(layer[4], dtype=dtype) for layer in layers]
-        if not (all(np.isfinite(block).all() for block in attributes)
-                and all(np.isfinite(layer[3]).all() for layer in layers)):
+        # A finite sum has finite terms (inf and NaN never cancel): one pass
+        # without a mask; a sum that overflows is checked element-wise.
+        if not all(np.isfinite(np.sum(a)) or np.isfinite(a).all()
+                   for a in [*attributes, *(layer[3] for layer in layers)]):
             # Rare: the validating constructor names the object.
             module = np.repeat(np.asarray(names), sizes)
             return cls(module=module, n_records=n_records,

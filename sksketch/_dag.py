@@ -29,8 +29,10 @@ def expand(indptr, indices, nodes):
     starts = indptr[nodes]
     counts = indptr[nodes + 1] - starts
     source = np.repeat(np.arange(nodes.size), counts)
-    offsets = np.arange(source.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    return source, indices[np.repeat(starts, counts) + offsets]
+    # Child j of node i sits at starts[i] + j: j counts from where i's run begins.
+    position = np.arange(source.size)
+    position += np.repeat(starts - np.cumsum(counts) + counts, counts)
+    return source, indices[position]
 
 
 def topological_levels(n_objects, before, after):

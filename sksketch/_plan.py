@@ -185,7 +185,17 @@ def _reuse(chain_rows, sketch_dim, cache_bytes):
     return BLOCK_REUSE if 8.0 * sketch_dim * chain_rows.sum() <= cache_bytes else 1.0
 
 
+# Tables of (trie node, slot) keys up to this size replace sorted sets.
+_TABLE_KEYS = 2**20
+
+
 def _chain_widths(unrolled, items, n_slots, dims):
+    """Rows of every distinct chain the blocks of ``items`` need."""
+    return _chain_rows(unrolled.path_parent, unrolled.path_module,
+                       np.asarray(items, np.intp), n_slots, dims)
+
+
+def _chain_rows(path_parent, path_module, items, n_slots, dims):
     """Rows of every distinct chain the blocks of ``items`` need.
 
     A block is a chain of products on top of its suffix's chain, so the
@@ -216,20 +226,34 @@ def _chain_widths(unrolled, items, n_slots, dims):
             link = len(suffix) - 1
         return link
 
-    node_of = np.zeros(len(unrolled.paths), np.intp)
-    for p, (parent, module) in enumerate(zip(unrolled.path_parent.tolist(),
-                                             unrolled.path_module.tolist())):
+    node_of = np.zeros(path_parent.size, np.intp)
+    for p, (parent, module) in enumerate(zip(path_parent.tolist(),
+                                             path_module.tolist())):
         node_of[p] = child(node_of[parent] if parent >= 0 else 0, module)
     suffix, last = np.array(suffix), np.array(last)
     # Presence chains: every sequence in the trie is a suffix of a path.
     rows = [dims[last[1:]] + 1]
     # Slot chains: the slot stays, the sequence walks its suffix links.
-    keys = seen = np.unique(node_of[items // n_slots] * n_slots + items % n_slots)
+    # Keys (node, slot) seen are marked in a table of them all when it is
+    # small (a few dozen NumPy calls fewer), else kept as a sorted set.
+    n_keys = suffix.size * n_slots
+    table = n_keys <= _TABLE_KEYS
+    keys = _distinct(node_of[items // n_slots] * n_slots + items % n_slots, n_keys)
+    if table:
+        seen = np.zeros(n_keys, bool)
+        seen[keys] = True
+    else:
+        seen = keys
     while keys.size:
         nodes = keys // n_slots
         rows.append(dims[last[nodes]])
         linked = suffix[nodes]
-        keys = np.unique(linked[linked > 0] * n_slots + (keys % n_slots)[linked > 0])
-        keys = keys[~np.isin(keys, seen)]
-        seen = np.union1d(seen, keys)
+        keys = _distinct(linked[linked > 0] * n_slots + (keys % n_slots)[linked > 0],
+                         n_keys)
+        if table:
+            keys = keys[~seen[keys]]
+            seen[keys] = True
+        else:
+            keys = keys[~np.isin(keys, seen)]
+            seen = np.union1d(seen, keys)
     return np.concatenate(rows)

@@ -58,7 +58,8 @@ def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY,
         blocks = PathBlocks(matrices, batch.module_dims)
         g_rows = matrices._cache.put(key, to_backend(
             blocks.stack(layout, dtype=dtype), backend))
-    host = batch.to_namespace(np)  # coefficients are assembled on the host
+    # Coefficients are assembled on the host.
+    host = batch if backend is NUMPY else batch.to_namespace(np)
     sketches = zeros(backend, (batch.n_records, matrices.sketch_dim), dtype)
     dims = np.array(list(batch.module_dims.values()) or [0], np.intp)
     values_per_record = (dims[batch._module_codes[unrolled.obj]] + 1).sum() / max(

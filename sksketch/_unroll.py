@@ -80,10 +80,15 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
 
     def register(parent_path, child_module):
         nonlocal child_path
-        ids = child_path[parent_path + 1, child_module]
+        # Row-major codes into child_path: growing it keeps them valid.
+        code = (parent_path + 1) * n_modules + child_module
+        ids = np.take(child_path.reshape(-1), code)
         new = ids < 0
         if new.any():
-            keys = np.unique((parent_path[new] + 1) * n_modules + child_module[new])
+            keys = code[new]
+            n_keys = child_path.size
+            keys = (np.flatnonzero(np.bincount(keys, minlength=n_keys))
+                    if n_keys <= 4 * keys.size else np.unique(keys))
             if child_path.shape[0] < len(paths) + keys.size + 1:
                 # Grown geometrically: a chain adds one path per level.
                 grown = np.full((2 * (len(paths) + keys.size) + 1, n_modules), -1,
@@ -97,7 +102,7 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
                 child_path[parent, mod] = len(paths)
                 paths.append(prefix + (names[mod],))
                 trie.append((parent - 1, mod))
-            ids = child_path[parent_path + 1, child_module]
+            ids = np.take(child_path.reshape(-1), code)
         return ids
 
     obj = batch._roots
@@ -143,8 +148,8 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
             # Walks merge by (parent path, module, object): the module is the
             # object's own, so (parent path, object) identifies the new path.
             key = path[repeated] * n_objects + kids[repeated]
-            unique_keys, inverse = np.unique(key, return_inverse=True)
-            merged = np.bincount(inverse.reshape(-1), weights=eff[repeated])
+            unique_keys, merged = _merge_by_key(key, eff[repeated],
+                                                len(paths) * n_objects)
             single = ~repeated
             path = np.concatenate((path[single], unique_keys // n_objects))
             obj = np.concatenate((obj[single], unique_keys % n_objects))
@@ -162,7 +167,25 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
     return Unrolled(paths, path, obj, eff, over, spent, path_parent, path_module)
 
 
+def _merge_by_key(key, weight, n_keys):
+    """The distinct keys, sorted, and the weights summed per key.
+
+    Keys lie in ``[0, n_keys)``. When that range is small against the keys,
+    counting (two bincounts) replaces the sort of ``np.unique``, several
+    times faster; both add each key's weights in their order in ``key``, so
+    the sums are the same to the bit.
+    """
+    if n_keys <= 4 * key.size:
+        sums = np.bincount(key, weights=weight, minlength=n_keys)
+        unique_keys = np.flatnonzero(np.bincount(key, minlength=n_keys))
+        return unique_keys, sums[unique_keys]
+    unique_keys, inverse = np.unique(key, return_inverse=True)
+    return unique_keys, np.bincount(inverse.reshape(-1), weights=weight)
+
+
 def slot_sort_key(slot):
+    if type(slot) is int:  # the common case: what json.dumps gives, faster
+        return str(slot)
     return json.dumps(slot, separators=(",", ":"))
 
 
@@ -209,14 +232,51 @@ class ColumnLayout:
 
     @classmethod
     def from_unrolled(cls, batch, unrolled):
-        """The layout of every block the entries touch."""
-        slot = batch._slot_codes[unrolled.obj]
+        """The layout of every block the entries touch.
+
+        Ordered with array sorts, not a Python sort of the items: a
+        recorder's batches of 500 images touch about 600 blocks, where the
+        item sort alone cost about as much as their coefficients.
+        """
         n_slots = max(len(batch._slot_keys), 1)
-        pairs = np.unique(unrolled.path * n_slots + slot)
-        items = [(p, None) for p in unrolled.paths]
-        items += [(unrolled.paths[k // n_slots], batch._slot_keys[k % n_slots])
-                  for k in pairs.tolist()]
-        return cls(items, batch.module_dims)
+        pair = unrolled.path * n_slots + batch._slot_codes[unrolled.obj]
+        n_pairs = len(unrolled.paths) * n_slots
+        pairs = (np.flatnonzero(np.bincount(pair, minlength=n_pairs))
+                 if n_pairs <= 4 * pair.size else np.unique(pair))
+        paths, slot_keys = tuple(unrolled.paths), batch._slot_keys
+        path_code = np.concatenate((np.arange(len(paths)), pairs // n_slots))
+        slot_code = np.concatenate((np.full(len(paths), -1), pairs % n_slots))
+        # The order of __init__: by path, presence first, then by slot key.
+        path_rank = _ranks(paths)
+        slot_rank = np.append(_ranks([slot_sort_key(k) for k in slot_keys]), -1)
+        order = np.lexsort((slot_rank[slot_code], slot_code >= 0,
+                            path_rank[path_code]))
+        path_code, slot_code = path_code[order], slot_code[order]
+        dims = batch.module_dims
+        path_dim = np.array([dims[path[-1]] for path in paths] or [0], np.intp)
+        widths = np.where(slot_code >= 0, path_dim[path_code], 1)
+        layout = cls.__new__(cls)
+        keys = (None, *slot_keys)
+        layout.items = [(paths[p], keys[k + 1])
+                        for p, k in zip(path_code.tolist(), slot_code.tolist())]
+        layout.offsets = np.concatenate(([0], np.cumsum(widths, dtype=np.intp)))
+        layout.index = dict(zip(layout.items, range(len(layout.items))))
+        # The offset tables of block_offsets, by path and slot code.
+        a_table = np.full(len(paths), -1, np.intp)
+        n_table = np.full((len(paths), n_slots), -1, np.intp)
+        start = layout.offsets[:-1]
+        presence = slot_code < 0
+        a_table[path_code[presence]] = start[presence]
+        n_table[path_code[~presence], slot_code[~presence]] = start[~presence]
+        layout._offset_tables = (paths, slot_keys, a_table, n_table)
+        return layout
+
+
+def _ranks(keys):
+    """Rank of every key in sorted order (keys distinct)."""
+    ranks = np.empty(len(keys), np.intp)
+    ranks[sorted(range(len(keys)), key=keys.__getitem__)] = np.arange(len(keys))
+    return ranks
 
 
 class Workspace:
@@ -242,11 +302,25 @@ def block_offsets(batch, unrolled, layout):
 
     Looked up in a (path x slot) table, so the cost is one gather per entry.
     """
-    n_paths, n_slots = len(unrolled.paths), max(len(batch._slot_keys), 1)
+    paths, slot_keys = tuple(unrolled.paths), batch._slot_keys
+    # The tables depend on the layout, the paths and the slots only; a
+    # layout from ColumnLayout.from_unrolled comes with them.
+    tables = getattr(layout, "_offset_tables", None)
+    if tables is None or tables[0] != paths or tables[1] != slot_keys:
+        tables = layout._offset_tables = (paths, slot_keys,
+                                          *_offset_tables(paths, slot_keys, layout))
+    a_table, n_table = tables[2:]
+    slot = batch._slot_codes[unrolled.obj]
+    return a_table[unrolled.path], n_table[unrolled.path, slot]
+
+
+def _offset_tables(paths, slot_keys, layout):
+    """Column offset of each path's presence column and (path, slot) block."""
+    n_paths, n_slots = len(paths), max(len(slot_keys), 1)
     a_table = np.full(n_paths, -1, np.intp)
     n_table = np.full((n_paths, n_slots), -1, np.intp)
-    path_id = {path: i for i, path in enumerate(unrolled.paths)}
-    slot_code = {key: i for i, key in enumerate(batch._slot_keys)}
+    path_id = {path: i for i, path in enumerate(paths)}
+    slot_code = {key: i for i, key in enumerate(slot_keys)}
     for (path, key), offset in zip(layout.items, layout.offsets[:-1].tolist()):
         p = path_id.get(path)
         if p is None:
@@ -255,8 +329,7 @@ def block_offsets(batch, unrolled, layout):
             a_table[p] = offset
         elif key in slot_code:
             n_table[p, slot_code[key]] = offset
-    slot = batch._slot_codes[unrolled.obj]
-    return a_table[unrolled.path], n_table[unrolled.path, slot]
+    return a_table, n_table
 
 
 def coefficient_chunks(batch, unrolled, layout, chunk_size):
@@ -293,6 +366,13 @@ def coefficient_chunks(batch, unrolled, layout, chunk_size):
     workspace = Workspace()
     for chunk in range(n_chunks):
         lo, hi = chunk * chunk_size, min((chunk + 1) * chunk_size, n_records)
+        run = slice(bounds[chunk * n_modules], bounds[(chunk + 1) * n_modules])
+        if _distinct(n_start[run], (hi - lo) * n_columns):
+            z = _blocks_written(batch, bounds[chunk * n_modules:], rows, eff,
+                                a_start, n_start, run, (hi - lo) * n_columns,
+                                workspace)
+            yield lo, hi, z.reshape(hi - lo, n_columns)
+            continue
         # One flat (index, value) buffer for all modules, one bincount. Per
         # module it holds the attributes (entries x dim), then the presences.
         counts = np.diff(bounds[chunk * n_modules:(chunk + 1) * n_modules + 1])
@@ -323,6 +403,43 @@ def coefficient_chunks(batch, unrolled, layout, chunk_size):
         z = np.bincount(flat_index, weights=values,
                         minlength=(hi - lo) * n_columns)
         yield lo, hi, z.reshape(hi - lo, n_columns)
+
+
+def _distinct(cells, n_cells):
+    """Whether the ints ``cells`` (in ``[0, n_cells)``) are all distinct."""
+    seen = np.zeros(n_cells, bool)
+    seen[cells] = True
+    return np.count_nonzero(seen) == cells.size
+
+
+def _blocks_written(batch, bounds, rows, eff, a_start, n_start, run, n_cells,
+                    workspace):
+    """One chunk's ``Z`` where no two entries share an attribute block.
+
+    Each entry's weighted attributes are then written, a row at a time,
+    rather than added one value at a time: the bincount of every value
+    costs several times more. The presences still add up, in entry order
+    as in the general case, and each attribute is written as ``0.0 + value``
+    (a zero's sign included), so ``Z`` is the same to the bit.
+    """
+    z = np.bincount(a_start[run], weights=eff[run], minlength=n_cells)
+    for code, block in enumerate(batch._attributes):
+        start, stop = bounds[code], bounds[code + 1]
+        count, dim = stop - start, block.shape[1]
+        if not count:
+            continue
+        values = np.take(block, rows[start:stop], axis=0,
+                         out=workspace.get("gather", count * dim,
+                                           block.dtype).reshape(count, dim))
+        values = np.multiply(values, eff[start:stop, None],
+                             out=workspace.get("values", count * dim).reshape(
+                                 count, dim))
+        values += 0.0
+        # Overlapping rows of dim cells, one starting at every cell of Z.
+        blocks = np.ndarray((n_cells - dim + 1, dim), z.dtype, z,
+                            strides=(z.itemsize, z.itemsize))
+        blocks[n_start[start:stop]] = values
+    return z
 
 
 def coefficients(batch, unrolled, layout):

@@ -82,3 +82,22 @@ def test_a_long_chain_goes_levelwise_and_a_short_one_unrolled():
         {"id": 0, "module": "a", "attributes": [1.0, 2.0], "inputs": [1]},
         {"id": 1, "module": "b", "attributes": [0.5, 0.1]}])] * 50)
     assert not plan_sketch(short, 256, "half_identity").levelwise.any()
+
+
+def test_chain_widths_by_table_and_by_sorted_set_agree(tree_batch, monkeypatch):
+    # The seen (trie node, slot) keys live in a table when it is small and in
+    # a sorted set otherwise; both must count the same chains in the same
+    # order. A chain of one module repeated walks long suffix links.
+    from sksketch import _plan
+
+    for batch in (tree_batch, shapes.chain(12, n_records=3),
+                  shapes.receptive_field(6, n_layers=3, n_records=2)):
+        unrolled = unroll(batch)
+        n_slots = max(len(batch._slot_keys), 1)
+        items = np.unique(unrolled.path * n_slots + batch._slot_codes[unrolled.obj])
+        dims = np.array([block.shape[1] for block in batch._attributes], float)
+        by_table = _plan._chain_widths(unrolled, items, n_slots, dims)
+        monkeypatch.setattr(_plan, "_TABLE_KEYS", 0)
+        by_set = _plan._chain_widths(unrolled, items, n_slots, dims)
+        monkeypatch.undo()
+        assert np.array_equal(by_table, by_set)

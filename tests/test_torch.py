@@ -389,3 +389,67 @@ def test_import_sksketch_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_strongest_positions_are_the_index_partitions_even_with_ties():
+    # The values' partition finds the k strongest; rows tied at the k-th
+    # strength (zeros after a ReLU, rounded values) and NaN rows take the
+    # index partition, so the recorder keeps the positions it always kept.
+    from sksketch.torch import _strongest
+
+    rng = np.random.default_rng(0)
+    n_tied = 0
+    for trial in range(60):
+        n, p = int(rng.integers(1, 30)), int(rng.integers(2, 70))
+        k = int(rng.integers(1, p))
+        strength = rng.random((n, p))
+        if trial % 3 == 0:
+            strength[rng.random((n, p)) < 0.7] = 0.0
+        elif trial % 3 == 1:
+            strength = np.round(strength * 3) / 3
+        if trial % 5 == 0:
+            strength[0, 0] = np.nan
+        kth = -np.sort(-strength, axis=1)[:, k - 1:k]
+        n_tied += int(((strength == kth).sum(axis=1) > 1).sum())
+        expected = np.sort(np.argpartition(-strength, k - 1, axis=1)[:, :k], axis=1)
+        assert np.array_equal(_strongest(strength, k), expected.reshape(-1))
+    assert n_tied > 50  # the ties were there
+
+
+def _same_batch(a, b):
+    assert set(vars(a)) == set(vars(b))
+    for name, value in vars(a).items():
+        other = getattr(b, name)
+        if isinstance(value, np.ndarray):
+            assert value.dtype == other.dtype and np.array_equal(value, other), name
+        elif name == "_attributes":
+            assert all(x.dtype == y.dtype and np.array_equal(x, y)
+                       for x, y in zip(value, other, strict=True))
+        else:
+            assert value == other, name
+
+
+def test_one_recorder_follows_inputs_of_changing_sizes():
+    # Window cells are kept per layer geometry: a recorder seeing images of
+    # another size must wire them as a fresh recorder does with none kept.
+    from sksketch.torch import _window_cells
+
+    model = nn.Sequential()
+    model.add_module("conv1", nn.Conv2d(1, 4, 3, padding=1))
+    model.add_module("pool", nn.MaxPool2d(2))
+    model.add_module("conv2", nn.Conv2d(4, 3, 3, padding=1))
+    model.add_module("gap", nn.AdaptiveAvgPool2d(1))
+    model.add_module("flat", nn.Flatten())
+    model.add_module("fc", nn.Linear(3, 5))
+    model.eval()
+    layers = ["conv1", "conv2", "fc"]
+    recorder = ActivationRecorder(model, layers, top_k=4)
+    generator = torch.Generator().manual_seed(0)
+    n_edges = set()
+    for size in (8, 12, 8, 6):
+        x = torch.randn(5, 1, size, size, generator=generator)
+        batch = recorder.record(x)
+        _window_cells.cache_clear()
+        _same_batch(batch, ActivationRecorder(model, layers, top_k=4).record(x))
+        n_edges.add(batch._parent.size)
+    assert len(n_edges) > 1  # the sizes wired differently
