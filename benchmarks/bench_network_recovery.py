@@ -50,6 +50,23 @@ def true_paths(records):
     return ColumnLayout.from_unrolled(batch, unroll(batch)).slots_by_path()
 
 
+def cofiring(records):
+    """Pairs of true paths that fire in exactly the same records (a path and
+    its only child): no sketch tells them apart, so at most one block is
+    learned for the two (see the docs, What cannot be identified)."""
+    from sksketch._unroll import coefficients
+
+    batch = as_batch(records)
+    unrolled = unroll(batch)
+    layout = ColumnLayout.from_unrolled(batch, unrolled)
+    z = coefficients(batch, unrolled, layout)
+    supports = {p: np.abs(z[:, layout.columns((p, None))]).sum(axis=1) > 0
+                for p in layout.slots_by_path()}
+    return sum(1 for p in supports for q in supports
+               if len(q) == len(p) + 1 and q[:-1] == p
+               and np.array_equal(supports[p], supports[q]))
+
+
 def chain_data(n, sketch_dim, n_chains=1, seed=1, n_modules=8):
     """Records of ``n_chains`` chains each, or trees (``n_chains="tree"``:
     one root, each object consuming a random subset of the (up to 3) child
@@ -175,45 +192,67 @@ def fit_spams(sketches, n_atoms, sketcher, paths, repeat=1):
             **fit_times(seconds)}
 
 
-def more_paths(sample_counts, sketch_dim, kinds=(1, 2, 3, 4, "tree")):
+def more_paths(sample_counts, sketch_dim, kinds=(1, 2, 3, 4, "tree"), seeds=(1,),
+               mbdl_max=5000):
     """Every kind of record (chains per record, or trees), against the
-    number of sketches, with the peers' block cosine on the same sketches."""
+    number of sketches and for each seed of the records, with the peers'
+    block cosine and time on the same sketches (SPAMS at every count,
+    MiniBatchDictionaryLearning up to ``mbdl_max`` sketches: it is slow)."""
     import warnings
 
     rows = []
     for kind in kinds:
-        records, sketcher, sketches = chain_data(max(sample_counts), sketch_dim,
-                                                 kind)
-        for n in sample_counts:
-            paths = true_paths(records[:n])
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                learner, seconds = timed(lambda s=sketches[:n]: (
-                    NetworkRecoveryDictionaryLearner(random_state=0).fit(s)))
-            score = score_network_recovery(learner, sketcher, paths)
-            leaves = np.mean([sum(1 for o in r.objects if not o.inputs)
-                              for r in records[:n]])
-            row = {"sketch_dim": sketch_dim, "chains_per_record": kind,
-                   "n_sketches": n, "n_paths": len(paths),
-                   "leaves_per_record": float(leaves),
-                   "block_cosine": score["block_cosine"], "f1": score["f1"],
-                   "warned": bool(caught), **fit_times(seconds)}
-            if n == max(sample_counts):
-                row["peers"] = peer_cosines(sketches[:n], sketcher, paths)
-            rows.append(row)
+        for seed in seeds:
+            records, sketcher, sketches = chain_data(max(sample_counts), sketch_dim,
+                                                     kind, seed=seed)
+            for n in sample_counts:
+                paths = true_paths(records[:n])
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    learner, seconds = timed(lambda s=sketches[:n]: (
+                        NetworkRecoveryDictionaryLearner(random_state=0).fit(s)))
+                score = score_network_recovery(learner, sketcher, paths)
+                leaves = np.mean([sum(1 for o in r.objects if not o.inputs)
+                                  for r in records[:n]])
+                row = {"sketch_dim": sketch_dim, "chains_per_record": kind,
+                       "seed": seed, "n_sketches": n, "n_paths": len(paths),
+                       "leaves_per_record": float(leaves),
+                       "cofiring_pairs": cofiring(records[:n]),
+                       "block_cosine": score["block_cosine"], "f1": score["f1"],
+                       "warned": bool(caught), **fit_times(seconds),
+                       "peers": peer_cosines(sketches[:n], sketcher, paths,
+                                             mbdl=n <= mbdl_max)}
+                rows.append(row)
+                print(format_row(row), flush=True)
     return rows
 
 
-def peer_cosines(sketches, sketcher, paths):
-    """MiniBatchDictionaryLearning and SPAMS on the same sketches: block
-    cosine (atoms closest to each block) and fit time."""
+def format_row(r):
+    """One row of the several-paths table, peers' cosine / time appended."""
+    peers_text = ""
+    for name in ("MiniBatchDictionaryLearning", "SPAMS"):
+        peer = r.get("peers", {}).get(name)
+        peers_text += ("      -      " if peer is None else
+                       f" {peer['block_cosine']:.2f}/{peer['fit_s']:>6.1f}")
+    return (f"{r['chains_per_record']!s:>7} {r['seed']:>4} {r['n_paths']:>6} "
+            f"{r['cofiring_pairs']:>8} {r['leaves_per_record']:>7.2f} "
+            f"{r['n_sketches']:>9} "
+            f"{r['block_cosine']:>7.3f} {r['f1']:>5.2f} {r['warned']!s:>7} "
+            f"{show(r)}{peers_text}")
+
+
+def peer_cosines(sketches, sketcher, paths, mbdl=True):
+    """MiniBatchDictionaryLearning (if ``mbdl``) and SPAMS on the same
+    sketches: block cosine (atoms closest to each block) and fit time."""
     n_atoms = sum(1 + 4 * len(s) for s in paths.values())
-    model, seconds = timed(lambda: MiniBatchDictionaryLearning(
-        n_atoms, alpha=0.1, batch_size=256, max_iter=10,
-        random_state=0).fit(sketches))
-    out = {"MiniBatchDictionaryLearning": {
-        "block_cosine": atom_block_cosine(model.components_, sketcher, paths)[0],
-        **fit_times(seconds)}}
+    out = {}
+    if mbdl:
+        model, seconds = timed(lambda: MiniBatchDictionaryLearning(
+            n_atoms, alpha=0.1, batch_size=256, max_iter=10,
+            random_state=0).fit(sketches))
+        out["MiniBatchDictionaryLearning"] = {
+            "block_cosine": atom_block_cosine(model.components_, sketcher, paths)[0],
+            **fit_times(seconds)}
     spams_fit = fit_spams(sketches, n_atoms, sketcher, paths)
     out["SPAMS"] = spams_fit and {key: spams_fit[key] for key in spams_fit
                                   if key != "atoms_inside_a_block"}
@@ -244,8 +283,8 @@ def with_records(pair_counts, sketch_dim=256):
 
 
 def plot(crowded, path):
-    """F1 and block cosine against the number of sketches, per record kind;
-    the peers' block cosine on the largest sample as markers."""
+    """F1 and block cosine against the number of sketches, per record kind
+    (mean over seeds); the peers' block cosine as markers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -257,17 +296,20 @@ def plot(crowded, path):
     for kind, color in zip(kinds, colors):
         mine = [r for r in crowded if r["chains_per_record"] == kind]
         label = "trees" if kind == "tree" else f"{kind} chain{'s' * (kind != 1)}"
-        n = [r["n_sketches"] for r in mine]
-        left.semilogx(n, [r["f1"] for r in mine], marker="o", color=color,
-                      label=label)
-        right.semilogx(n, [r["block_cosine"] for r in mine], marker="o",
-                       color=color, label=f"sksketch, {label}")
-        peers_here = mine[-1].get("peers", {})
-        for (name, peer), marker in zip(peers_here.items(), ("x", "+")):
-            if peer is not None:
-                right.plot([mine[-1]["n_sketches"]], [peer["block_cosine"]],
-                           marker=marker, color=color, linestyle="none",
-                           label=f"{name}" if kind == kinds[0] else None)
+        n = sorted({r["n_sketches"] for r in mine})
+        at = [[r for r in mine if r["n_sketches"] == k] for k in n]
+        left.semilogx(n, [np.mean([r["f1"] for r in rs]) for rs in at], marker="o",
+                      color=color, label=label)
+        right.semilogx(n, [np.mean([r["block_cosine"] for r in rs]) for rs in at],
+                       marker="o", color=color, label=f"sksketch, {label}")
+        for name, marker in (("MiniBatchDictionaryLearning", "x"), ("SPAMS", "+")):
+            points = [(k, np.mean([r["peers"][name]["block_cosine"] for r in rs]))
+                      for k, rs in zip(n, at)
+                      if all(r.get("peers", {}).get(name) for r in rs)]
+            if points:
+                right.plot(*zip(*points), marker=marker, color=color,
+                           linestyle="none",
+                           label=name if kind == kinds[0] else None)
     left.set(xlabel="sketches", ylabel="path-tree F1",
              title="Sketches only: wiring (d = 256)", ylim=(-0.05, 1.05))
     right.set(xlabel="sketches", ylabel="block cosine",
@@ -287,6 +329,13 @@ def main():
     parser.add_argument("--dims", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--crowded-samples", type=int, nargs="+",
                         default=[2000, 5000, 20000, 50000])
+    parser.add_argument("--kinds", nargs="+", default=["1", "2", "3", "4", "tree"],
+                        help="chains per record (1-4) or 'tree', for the "
+                             "several-paths table")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2],
+                        help="record seeds of the several-paths table")
+    parser.add_argument("--mbdl-max", type=int, default=5000,
+                        help="largest sample MiniBatchDictionaryLearning runs on")
     parser.add_argument("--skip-chains", action="store_true",
                         help="skip the one-chain tables (sample counts, d, peers)")
     parser.add_argument("--skip-records", action="store_true",
@@ -330,19 +379,15 @@ def main():
             print(f"  time ratio sksketch / SPAMS: "
                   f"{peer_results['sksketch']['fit_s'] / spams_result['fit_s']:.2f}")
 
-    crowded = more_paths(args.crowded_samples, args.dims[0])
-    print(f"\nSeveral chains per record, and trees (d = {args.dims[0]}; peers on "
-          f"the largest sample):")
-    print(f"{'chains':>7} {'paths':>6} {'leaves':>7} {'sketches':>9} {'cosine':>7} "
-          f"{'F1':>5} {'warned':>7} {'fit s':>6}{busy_header}")
-    for r in crowded:
-        print(f"{r['chains_per_record']!s:>7} {r['n_paths']:>6} "
-              f"{r['leaves_per_record']:>7.2f} {r['n_sketches']:>9} "
-              f"{r['block_cosine']:>7.3f} {r['f1']:>5.2f} {r['warned']!s:>7} {show(r)}")
-        for name, peer in r.get("peers", {}).items():
-            text = ("not installed" if peer is None else
-                    f"block cosine {peer['block_cosine']:.3f}, fit {show(peer)} s")
-            print(f"{'':>9}{name}: {text}")
+    print(f"\nSeveral chains per record, and trees (d = {args.dims[0]}; peers: "
+          f"block cosine / fit s):")
+    print(f"{'chains':>7} {'seed':>4} {'paths':>6} {'cofiring':>8} {'leaves':>7} "
+          f"{'sketches':>9} "
+          f"{'cosine':>7} {'F1':>5} {'warned':>7} {'fit s':>6}{busy_header}"
+          f" {'MBDL':>12} {'SPAMS':>12}")
+    kinds = [k if k == "tree" else int(k) for k in args.kinds]
+    crowded = more_paths(args.crowded_samples, args.dims[0], kinds, args.seeds,
+                         args.mbdl_max)
 
     records_rows = [] if args.skip_records else with_records([100, 200, 500, 1000,
                                                                2000])
@@ -354,9 +399,16 @@ def main():
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"sketches_only": rows, "first_f1_1": first,
-                               "peers": peer_results, "more_paths": crowded,
-                               "with_records": records_rows}, indent=2))
+    results = {"sketches_only": rows, "first_f1_1": first, "peers": peer_results,
+               "more_paths": crowded, "with_records": records_rows}
+    # Tables skipped this run keep their previous results.
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    if args.skip_chains:
+        for key in ("sketches_only", "first_f1_1", "peers"):
+            results[key] = previous.get(key, results[key])
+    if args.skip_records:
+        results["with_records"] = previous.get("with_records", [])
+    out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
     if args.plot:
         image = HERE.parent / "docs" / "images" / "network_recovery.png"

@@ -35,6 +35,9 @@ _MARGIN = 10
 _MAX_ITER = 60
 # Starts of one search, when the first finds no node.
 _STARTS = 4
+# Starts of the self-check's search for a direction that vanishes on many of
+# a block's sketches (small searches: a block's own coefficients).
+_CHECK_STARTS = 12
 
 
 def lattice_fit(S, alpha, n_subsample, rng, max_depth=None):
@@ -57,6 +60,7 @@ def lattice_fit(S, alpha, n_subsample, rng, max_depth=None):
                 "error": 1.0, "problems": ["the sketches are all zero"]}
     nodes = _explore(X, alpha, n_subsample, rng, problems)
     nodes = _complete_unions(X, nodes, alpha, rng)
+    nodes = _refine(X, nodes, alpha, n_subsample, rng, problems)
     tree, active = _tree(X, norms, basis, nodes, alpha, max_depth, problems, rng,
                          n_subsample)
     error = _error(S, X, basis, tree, active)
@@ -87,7 +91,37 @@ def _explore(X, alpha, n_subsample, rng, problems):
     return list(nodes.values())
 
 
-def _children(X, parent, alpha, n_subsample, rng, problems):
+def _refine(X, nodes, alpha, n_subsample, rng, problems):
+    """Search again inside every node that holds others and dimensions of its own.
+
+    Such a node may be a union the search stumbled on (a missed path and
+    an unrelated known node) rather than a path: a sparse search in its dual
+    space, past the nodes known inside it, finds the missed path, whose
+    support is smaller. Unions are then completed again.
+    """
+    n = X.shape[0]
+    keys = {np.packbits(node["zeros"]).tobytes() for node in nodes}
+    added = []
+    for node in list(nodes):
+        inside = [other["dual"] for other in nodes
+                  if other is not node and np.all(other["zeros"] | ~node["zeros"])
+                  and other["zeros"].sum() > node["zeros"].sum()]
+        if not inside:
+            continue
+        inner = _orth(np.hstack(inside), alpha).shape[1]
+        if node["dual"].shape[1] <= inner:
+            continue
+        for child in _children(X, node, alpha, n_subsample, rng, problems, inside):
+            key = np.packbits(child["zeros"]).tobytes()
+            if key not in keys and child["zeros"].sum() < n:
+                keys.add(key)
+                added.append(child)
+    if not added:
+        return nodes
+    return _complete_unions(X, nodes + added, alpha, rng)
+
+
+def _children(X, parent, alpha, n_subsample, rng, problems, known=()):
     """Nodes with more zeros than ``parent``, found inside its dual space.
 
     Each search looks for the sparsest ``X F a`` with ``a`` outside the
@@ -106,6 +140,8 @@ def _children(X, parent, alpha, n_subsample, rng, problems):
                             f"of {m} dimensions")
         return []
     found, span = [], np.zeros((m, 0))
+    if known:
+        span = _orth(F.T @ np.hstack(known), alpha)
     while span.shape[1] < m:
         # IRLS finds a local minimum: the best of a few starts
         best, most = None, -1
@@ -144,63 +180,125 @@ def _children(X, parent, alpha, n_subsample, rng, problems):
     return found
 
 
-# Largest number of sibling nodes whose unions are all tried.
-_MAX_SIBLINGS = 10
+# Rounds of union completion, and the most candidate unions one round tests.
+_UNION_ROUNDS = 4
+_MAX_UNIONS = 2000
 
 
 def _complete_unions(X, nodes, alpha, rng):
-    """Add the nodes whose support is a union of their children's.
+    """Add the nodes whose support is a union of other nodes' supports.
 
     A path that most records under its parent activate is a dense vector,
     which the l1 search misses; but a record through a path continues into
-    one of its children, so the path's support is the union of theirs. For
-    every group of sibling nodes, every union of two or more of them is a
-    candidate: a node if its dual space holds dimensions of its own.
+    one of its children, so the path's support is the union of theirs. Every
+    union of two nodes' supports (neither inside the other) is a candidate,
+    smallest first: its dual space ``F`` (null space of the sketches outside
+    the union) is closed, and it is a node if ``F`` holds dimensions beyond
+    the nodes already inside the union. Testing all pairs, not only the
+    children of one parent, matters: a union the search found by chance
+    (a path and an unrelated leaf) hides the siblings' common parent.
+    Unions of unions come from the next round.
     """
-    n = X.shape[0]
-    for _ in range(3):
-        keys = {np.packbits(node["zeros"]).tobytes() for node in nodes}
-        supports = np.array([~node["zeros"] for node in nodes], dtype=bool)
-        supports = supports.reshape(-1, n)
-        counts = supports.sum(axis=1)
-        # parent of each node: the smallest strict superset among the nodes
-        contains = (supports.astype(np.int32) @ (~supports).T.astype(np.int32)) == 0
-        groups = {}
-        for b in range(len(nodes)):
-            above = [a for a in range(len(nodes))
-                     if contains[b, a] and counts[a] > counts[b]]
-            parent = min(above, key=lambda a: counts[a]) if above else -1
-            groups.setdefault(parent, []).append(b)
-        added = []
-        for children in groups.values():
-            if len(children) < 2:
-                continue
-            if len(children) > _MAX_SIBLINGS:
-                subsets = [(a, b) for a in children for b in children if a < b]
-            else:
-                subsets = [tuple(c for k, c in enumerate(children) if mask >> k & 1)
-                           for mask in range(1, 2 ** len(children))]
-                subsets = [t for t in subsets if 2 <= len(t) < len(children)]
-            for subset in subsets:
-                support = np.any(supports[list(subset)], axis=0)
-                zeros = ~support
-                key = np.packbits(zeros).tobytes()
-                if key in keys or not zeros.any():
+    n, r = X.shape
+    keys = {np.packbits(node["zeros"]).tobytes() for node in nodes}
+    for _ in range(_UNION_ROUNDS):
+        zeros = np.array([node["zeros"] for node in nodes], dtype=bool)
+        zeros = zeros.reshape(-1, n)
+        # a inside b (support of a within support of b): zeros of b in a's
+        within = _inside(zeros)
+        candidates = {}
+        for a in range(len(nodes)):
+            for b in range(a + 1, len(nodes)):
+                if within[a, b] or within[b, a]:
                     continue
-                keys.add(key)
-                dual = _robust_null(X[_sample(zeros, 20 * X.shape[1], rng)], alpha)
-                inner = [nodes[k]["dual"] for k in range(len(nodes))
-                         if not np.any(supports[k] & zeros)]
-                inner_dim = _orth(np.hstack(inner), alpha).shape[1] if inner else 0
-                if dual.shape[1] > inner_dim and np.all(np.isfinite(dual)):
-                    added.append({"zeros": zeros, "dual": dual})
-        if not added:
+                union_zeros = zeros[a] & zeros[b]
+                if not union_zeros.any():
+                    continue
+                key = np.packbits(union_zeros).tobytes()
+                if key not in keys and key not in candidates:
+                    candidates[key] = union_zeros
+        # smallest unions first, so that the nodes inside a union are known
+        # when it is tested
+        order = sorted(candidates.values(), key=lambda z: -int(z.sum()))
+        added = False
+        for union_zeros in order[:_MAX_UNIONS]:
+            key = np.packbits(union_zeros).tobytes()
+            if key in keys:
+                continue
+            keys.add(key)
+            dual = _robust_null(X[_sample(union_zeros, 6 * r, rng)], alpha)
+            if not dual.shape[1] or not np.all(np.isfinite(dual)):
+                continue
+            inner = [node["dual"] for node in nodes
+                     if np.all(node["zeros"] | ~union_zeros)]
+            inner_dim = _orth(np.hstack(inner), alpha).shape[1] if inner else 0
+            if dual.shape[1] <= inner_dim:
+                continue
+            # the closure: every sketch the dual space vanishes on (one pass
+            # over the sketches, for the accepted unions only)
+            closed = np.linalg.norm(X @ dual, axis=1) <= _zero_tolerance(alpha)
+            if np.any(union_zeros & ~closed):
+                continue  # too few sketches in the sample to pin the dual down
+            closed_key = np.packbits(closed).tobytes()
+            if closed_key != key and closed_key in keys:
+                continue
+            keys.add(closed_key)
+            nodes = nodes + [{"zeros": closed, "dual": dual}]
+            added = True
+        nodes, met = _complete_intersections(X, nodes, keys, alpha)
+        if not added and not met:
             break
-        nodes = nodes + added
     return nodes
 
 
-def _sparsest(Y, span, alpha, rng):
+def _complete_intersections(X, nodes, keys, alpha):
+    """Add the nodes whose dual space is the meet of two nodes' dual spaces.
+
+    The dual spaces of the lattice are closed under intersection: nodes
+    ``P + Q`` and ``P + R`` (unions a search stumbled on, around a path
+    ``P`` it missed) meet in ``P``'s dual space. A meet is tested only when
+    it holds dimensions that no node inside both already accounts for.
+    """
+    n = X.shape[0]
+    zeros = np.array([node["zeros"] for node in nodes], dtype=bool).reshape(-1, n)
+    contains = _inside(zeros)
+    added = []
+    for a in range(len(nodes)):
+        for b in range(a + 1, len(nodes)):
+            if contains[a, b] or contains[b, a]:
+                continue
+            meet = _meet(nodes[a]["dual"], nodes[b]["dual"], alpha)
+            if not meet.shape[1]:
+                continue
+            # nodes inside both: their supports within both supports
+            inner = [nodes[c]["dual"] for c in range(len(nodes))
+                     if contains[c, a] and contains[c, b]]
+            inner_dim = _orth(np.hstack(inner), alpha).shape[1] if inner else 0
+            if meet.shape[1] <= inner_dim:
+                continue
+            closed = np.linalg.norm(X @ meet, axis=1) <= _zero_tolerance(alpha)
+            key = np.packbits(closed).tobytes()
+            if key in keys or closed.all():
+                continue
+            keys.add(key)
+            added.append({"zeros": closed, "dual": meet})
+    return nodes + added, bool(added)
+
+
+def _inside(zeros):
+    """``inside[a, b]``: node a's support within node b's (b's zeros in a's)."""
+    # float products: BLAS, and exact (counts stay far below 2**53)
+    outside = zeros.astype(np.float64) @ (~zeros).T.astype(np.float64)
+    return outside.T == 0
+
+
+def _meet(a, b, alpha):
+    """Orthonormal basis of span(a) ∩ span(b), both orthonormal."""
+    u, s, _ = _svd(a.T @ b)
+    return a @ u[:, :s.size][:, s > 1 - np.sqrt(alpha)]
+
+
+def _sparsest(Y, span, alpha, rng, power=1):
     """``argmin ||Y a||_1`` over ``a`` with unit component outside ``span``.
 
     Iteratively reweighted least squares; the component of ``a`` inside
@@ -213,13 +311,14 @@ def _sparsest(Y, span, alpha, rng):
     values, vectors = np.linalg.eigh(Y.T @ Y)
     values = np.maximum(values, alpha**2 * max(values[-1], 1e-300))
     whiten = vectors / np.sqrt(values)
-    a = _sparsest_white(Y @ whiten, np.linalg.solve(whiten, span), alpha, rng)
+    a = _sparsest_white(Y @ whiten, np.linalg.solve(whiten, span), alpha, rng,
+                        power)
     if a is None or not np.all(np.isfinite(a)):
         return None
     return whiten @ a
 
 
-def _sparsest_white(Y, span, alpha, rng):
+def _sparsest_white(Y, span, alpha, rng, power=1):
     m = Y.shape[1]
     span = _orth(span, alpha) if span.shape[1] else span
     g = span.shape[1]
@@ -236,7 +335,7 @@ def _sparsest_white(Y, span, alpha, rng):
     for iteration in range(_MAX_ITER):
         residual = np.abs(Yf @ a)
         floor = np.median(residual) * 10.0 ** (-1 - iteration / 2)
-        weights = 1.0 / np.maximum(residual, max(floor, 1e-14))
+        weights = 1.0 / np.maximum(residual, max(floor, 1e-14)) ** power
         gram = Yf.T @ (Yf * weights[:, None])
         a = _constrained_eigvec(gram, g)
         # relative to the row and to a; converged zeros are at rounding level
@@ -253,7 +352,7 @@ def _sparsest_white(Y, span, alpha, rng):
     outside = null[g:]
     if not null.shape[1] or np.linalg.norm(outside) <= np.sqrt(alpha):
         return None
-    u, _, _ = np.linalg.svd(outside, full_matrices=False)
+    u, _, _ = _svd(outside)
     coefficients = np.linalg.lstsq(outside, u[:, 0], rcond=None)[0]
     a = null @ coefficients
     return frame @ (a / np.linalg.norm(a[g:]))
@@ -288,7 +387,7 @@ def _tree(X, norms, basis, nodes, alpha, max_depth, problems, rng, n_subsample):
     zeros = zeros.reshape(len(nodes), n)
     counts = zeros.sum(axis=1)
     # a is an ancestor of b when a's zeros are a strict subset of b's
-    inside = (zeros.astype(np.int32) @ (~zeros).T.astype(np.int32)) == 0
+    inside = (zeros.astype(np.float64) @ (~zeros).T.astype(np.float64)) == 0
     ancestor = inside & (counts[:, None] < counts[None, :])
     duals = [node["dual"] for node in nodes]
     own = []
@@ -411,8 +510,8 @@ def _check_blocks(X, basis, tree, active_columns, alpha, rng, n_subsample,
             continue
         C = C[rows]
         C = C / np.linalg.norm(C, axis=1, keepdims=True)
-        for _ in range(_STARTS):
-            a = _sparsest(C, np.zeros((width, 0)), alpha, rng)
+        for _ in range(_CHECK_STARTS):
+            a = _sparsest(C, np.zeros((width, 0)), alpha, rng, power=2)
             if a is None:
                 continue
             zeros = np.abs(C @ a) <= np.sqrt(alpha) * np.linalg.norm(a)
@@ -559,10 +658,20 @@ def _robust_null(A, alpha):
     return _null(A, alpha)
 
 
+def _svd(A):
+    """Thin SVD; LAPACK's QR-iteration driver where gesdd does not converge."""
+    try:
+        return np.linalg.svd(A, full_matrices=False)
+    except np.linalg.LinAlgError:
+        from scipy.linalg import svd
+
+        return svd(A, full_matrices=False, lapack_driver="gesvd")
+
+
 def _orth(A, alpha):
     if not A.shape[1]:
         return A
-    u, s, _ = np.linalg.svd(A, full_matrices=False)
+    u, s, _ = _svd(A)
     return u[:, s > np.sqrt(alpha) * s[0]] if s[0] > 0 else u[:, :0]
 
 
