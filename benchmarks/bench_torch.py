@@ -50,23 +50,10 @@ import busy_core as busy  # noqa: E402
 from common import write_results  # noqa: E402
 from demo import LAYERS, TOP_K, make_cnn  # noqa: E402
 
-
-def make_standard_cnn():
-    """A typical small digits CNN: conv 1->32, conv 32->64, linear."""
-    nn = torch.nn
-    model = nn.Sequential()
-    model.add_module("conv1", nn.Conv2d(1, 32, 3, padding=1))
-    model.add_module("relu1", nn.ReLU())
-    model.add_module("pool1", nn.MaxPool2d(2))
-    model.add_module("conv2", nn.Conv2d(32, 64, 3, padding=1))
-    model.add_module("relu2", nn.ReLU())
-    model.add_module("pool2", nn.MaxPool2d(2))
-    model.add_module("flat", nn.Flatten())
-    model.add_module("fc", nn.Linear(64 * 2 * 2, 10))
-    return model
-
-
-NETWORKS = {"demo": lambda: make_cnn(torch), "standard": make_standard_cnn}
+# The demo's CNN, and a typical small digits CNN of the same layout: conv
+# 1->32, conv 32->64, linear.
+NETWORKS = {"demo": lambda: make_cnn(torch),
+            "standard": lambda: make_cnn(torch, channels=(32, 64))}
 
 
 def multiply_adds(model, image):

@@ -34,17 +34,18 @@ LAYERS = ["conv1", "conv2", "fc"]
 TOP_K = {"conv1": 12, "conv2": 6}
 
 
-def make_cnn(torch):
+def make_cnn(torch, channels=(8, 16)):
     nn = torch.nn
+    first, second = channels
     model = nn.Sequential()
-    model.add_module("conv1", nn.Conv2d(1, 8, 3, padding=1))
+    model.add_module("conv1", nn.Conv2d(1, first, 3, padding=1))
     model.add_module("relu1", nn.ReLU())
     model.add_module("pool1", nn.MaxPool2d(2))
-    model.add_module("conv2", nn.Conv2d(8, 16, 3, padding=1))
+    model.add_module("conv2", nn.Conv2d(first, second, 3, padding=1))
     model.add_module("relu2", nn.ReLU())
     model.add_module("pool2", nn.MaxPool2d(2))
     model.add_module("flat", nn.Flatten())
-    model.add_module("fc", nn.Linear(16 * 2 * 2, 10))
+    model.add_module("fc", nn.Linear(second * 2 * 2, 10))
     return model
 
 
