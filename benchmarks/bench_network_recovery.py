@@ -314,7 +314,10 @@ def plot(crowded, path):
              title="Sketches only: wiring (d = 256)", ylim=(-0.05, 1.05))
     right.set(xlabel="sketches", ylabel="block cosine",
               title="Sketches only: blocks (x, +: peers)", ylim=(0, 1.05))
+    counts = sorted({r["n_sketches"] for r in crowded})
     for axis in (left, right):
+        axis.set_xticks(counts, [f"{k:,}" for k in counts])
+        axis.minorticks_off()
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=6)
     fig.tight_layout()
