@@ -27,13 +27,12 @@ Run: ``python benchmarks/bench_shapes.py [--dims 256 1024 4096] [--quick]``
 """
 
 import argparse
-import subprocess
-import sys
 import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from busy_core import busy_core
 from common import best_time, write_results
 
 from sksketch import RecordBatch, RecursiveSketcher, make_activation_records
@@ -172,10 +171,8 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.shapes, args.dtypes = QUICK, ["float64"]
-    spinner = (subprocess.Popen([sys.executable, "-c", "while True: pass"])
-               if args.busy_core else None)
     rows = []
-    try:
+    with busy_core(args.busy_core):
         print(f"{'shape':>12} {'d':>5} {'dtype':>7} {'recs':>6} {'objects':>8} "
               f"{'lw rec/s':>10} {'unr rec/s':>10} {'auto rec/s':>10} "
               f"{'cold rec/s':>10} {'lw%':>5} {'a/best':>6} {'a/lw':>6} "
@@ -189,9 +186,6 @@ def main():
                     rows.append(row)
                     # After every row: a long run stopped midway keeps its rows.
                     write_results(args.out, rows, busy_core=args.busy_core)
-    finally:
-        if spinner is not None:
-            spinner.kill()
     measured = [r for r in rows if "skipped" not in r]
     if measured:
         print(f"worst chosen/best: {max(r['auto_over_best'] for r in measured):.2f}; "
