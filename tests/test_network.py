@@ -118,12 +118,16 @@ def test_sketches_only_recovers_the_path_tree(n_modules, sketch_dim, n_sketches)
     assert learner.error_ < 1e-8
 
 
+def _one_chain_records():
+    """3,000 one-chain records of 6 modules, random weights, with labels."""
+    return make_activation_records(3000, n_modules=6, n_roots=1, n_children=1,
+                                   branching="one", weights="random",
+                                   class_sep=0.0, noise=1.0, random_state=0)
+
+
 @pytest.mark.filterwarnings("ignore:Sketches-only recovery")
 def test_labels_are_ignored_as_y():
-    records, labels = make_activation_records(3000, n_modules=6, n_roots=1,
-                                              n_children=1, branching="one",
-                                              weights="random", class_sep=0.0,
-                                              noise=1.0, random_state=0)
+    records, labels = _one_chain_records()
     sketches = RecursiveSketcher(128, random_state=0).fit_transform(records)
     with_labels = NetworkRecoveryDictionaryLearner(random_state=0).fit(sketches, labels)
     alone = NetworkRecoveryDictionaryLearner(random_state=0).fit(sketches)
@@ -253,10 +257,7 @@ def test_sketches_only_warns_on_a_merged_block_of_chain_records():
     # every group, and the lattice merges a path into a relative's block
     # (F1 0.86): the self-check must say so (it was silent before its search
     # used a log penalty).
-    records, _ = make_activation_records(3000, n_modules=6, n_roots=1,
-                                         n_children=1, branching="one",
-                                         weights="random", class_sep=0.0,
-                                         noise=1.0, random_state=0)
+    records, _ = _one_chain_records()
     sketcher = RecursiveSketcher(128, random_state=0).fit(records)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

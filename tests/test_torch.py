@@ -141,16 +141,7 @@ def test_recorded_batch_is_the_one_the_validating_constructor_builds(options):
         record=batch._record, n_records=batch.n_records, weight=batch._weight,
         slot=np.asarray(batch._slot_keys, np.intp)[batch._slot_codes],
         edges=np.stack((batch._parent, batch._child), axis=1), dtype=batch.dtype)
-    assert set(vars(batch)) == set(vars(checked))
-    for name, value in vars(checked).items():
-        mine = getattr(batch, name)
-        if isinstance(value, np.ndarray):
-            assert mine.dtype == value.dtype and np.array_equal(mine, value), name
-        elif name == "_attributes":
-            assert all(a.dtype == b.dtype and np.array_equal(a, b)
-                       for a, b in zip(mine, value, strict=True))
-        else:
-            assert mine == value, name
+    _same_batch(checked, batch)
 
 
 def test_a_layer_keeping_no_object_and_non_finite_activations():
