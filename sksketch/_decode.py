@@ -531,17 +531,15 @@ class _PursuitState:
 
         Returns the new order of the sketches kept.
         """
-        keep = self.alive
-        for name in ("s", "gts", "proj", "x", "columns", "c", "width",
-                     "explained2", "blocked", "alive", "inverse_trace"):
-            setattr(self, name, getattr(self, name)[keep])
+        kept = np.flatnonzero(self.alive)
         # Widest first: the factors' bins then hold sketches of similar
         # widths; the order changes little between steps.
-        order = np.argsort(-self.width, kind="stable")
+        order = np.argsort(-self.width[kept], kind="stable")
+        rows = kept[order]
         for name in ("s", "gts", "proj", "x", "columns", "c", "width",
                      "explained2", "blocked", "alive", "inverse_trace"):
-            setattr(self, name, getattr(self, name)[order])
-        self.factors.compact(np.flatnonzero(keep)[order], self.width)
+            setattr(self, name, getattr(self, name)[rows])
+        self.factors.compact(rows, self.width)
         return order
 
     def step(self, pursuit, budget, target2, norm2):
@@ -659,7 +657,11 @@ class _Factors:
 
     def __init__(self, pool, m, n_bins=4):
         self.pool, self.m, self.n_bins = pool, m, n_bins
-        self.stack = pool.stacks[0]
+
+    @property
+    def stack(self):
+        """The live factors: the pool's first stack."""
+        return self.pool.stacks[0]
 
     def _bins(self):
         bounds = np.unique(np.linspace(0, self.m, self.n_bins + 1).astype(np.intp))
@@ -706,7 +708,7 @@ class _Factors:
         for to, row in enumerate(rows):  # no temporary: see _FactorPool
             spare[to, :depth, :depth] = self.stack[row, :depth, :depth]
         self.pool.stacks = [spare, self.stack]
-        self.stack, self.m = spare, rows.size
+        self.m = rows.size
 
 
 def _inverse_cholesky(a, min_pivot):
