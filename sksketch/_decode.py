@@ -365,6 +365,10 @@ _MIN_PIVOT = 1e-10
 # columns (budget x budget at most), twice (see _FactorPool): a chunk of
 # sketches holds at most this many bytes of them.
 _FACTOR_BYTES = 2**26
+# Fewer sketches a chunk would leave each step's NumPy calls too little work
+# (wide budgets: the pool then exceeds _FACTOR_BYTES, in pages mostly never
+# touched).
+_MIN_CHUNK = 64
 
 
 class _GroupPursuit:
@@ -423,9 +427,7 @@ class _GroupPursuit:
         z = np.zeros((n, n_columns))
         cond = np.ones(n)
         budget = max(int(min(self.max_active, n_columns)), 1)
-        columns = np.zeros((n, budget), dtype=np.intp)
-        width = np.zeros(n, dtype=np.intp)
-        chunk = int(np.clip(_FACTOR_BYTES // (16 * budget**2), 16, 1024))
+        chunk = int(np.clip(_FACTOR_BYTES // (16 * budget**2), _MIN_CHUNK, 1024))
         pool = _FactorPool(min(chunk, n), budget)
         # Each step is a few stacked products of small matrices: BLAS threads
         # only spin against each other there, and far worse when another
@@ -433,11 +435,14 @@ class _GroupPursuit:
         with one_blas_thread():
             for lo in range(0, n, chunk):
                 part = slice(lo, lo + chunk)
-                z[part], cond[part], columns[part], width[part] = self._solve(
+                z[part], cond[part], columns, width = self._solve(
                     sketches[part], budget, pool, stop)
-            unsure = np.flatnonzero(cond > cond_limit)
-            if unsure.size:
-                cond[unsure] = self._condition(columns[unsure], width[unsure])
+                # Per chunk: the Gram matrices of the supports take budget^2
+                # floats a sketch.
+                unsure = np.flatnonzero(cond[part] > cond_limit)
+                if unsure.size:
+                    cond[lo + unsure] = self._condition(columns[unsure],
+                                                        width[unsure])
             residual = sketches - z @ self.g.T
         return z / self.norms, residual, cond
 

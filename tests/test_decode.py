@@ -485,6 +485,7 @@ def test_pursuit_chunks_reuse_factor_memory_without_leaking(monkeypatch):
     alone = [pursuit.solve(s[None]) for s in sketches]
     order = np.argsort([np.count_nonzero(z) for z, _, _ in alone])[::-1]
     monkeypatch.setattr(_decode, "_FACTOR_BYTES", 16 * 16 * 64**2)  # 16 a chunk
+    monkeypatch.setattr(_decode, "_MIN_CHUNK", 16)
     z, residual, cond = pursuit.solve(sketches[order])
     for i, row in enumerate(order):
         np.testing.assert_allclose(z[i], alone[row][0][0], rtol=0, atol=1e-9)
