@@ -600,9 +600,8 @@ class ActivationRecorder:
             if k is not None and k < p:
                 # Rank the positions a threshold dropped below every kept one.
                 ranked = np.where(keep, strength, -np.inf)
-                top = np.argpartition(-ranked, k - 1, axis=1)[:, :k]
                 mask = np.zeros_like(keep)
-                np.put_along_axis(mask, top, True, axis=1)
+                mask[np.repeat(np.arange(n), k), _strongest(ranked, k)] = True
                 keep &= mask
             record, position = np.nonzero(keep)  # row-major: by record, position
         # Channel vectors gathered by PyTorch from the layer's own (n, c, p)
