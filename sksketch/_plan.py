@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._unroll import unroll
+from ._unroll import distinct_values, unroll
 
 # Costs of the unrolled engine's array work, in floating-point operations of
 # the level-wise engine's products (which run at 10-30 GFLOP/s on 2-core x86
@@ -124,8 +124,8 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
         # usual case for trees and layered networks.
         name_dim = dict(zip(batch._module_names, dims.tolist()))
         path_dim = np.array([name_dim[p[-1]] for p in unrolled.paths] or [0.0])
-        used_paths = _distinct(unrolled.path, len(unrolled.paths))
-        used_items = _distinct(item, len(unrolled.paths) * n_slots)
+        used_paths = distinct_values(unrolled.path, len(unrolled.paths))
+        used_items = distinct_values(item, len(unrolled.paths) * n_slots)
         widths = np.concatenate((path_dim[used_paths] + 1,
                                  path_dim[used_items // n_slots]))
         chains = _chain_widths(unrolled, used_items, n_slots, dims)
@@ -168,13 +168,6 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
         return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost)
     levelwise = cost > lw_cost
     return Plan(levelwise, None if levelwise.any() else unrolled, cost, lw_cost)
-
-
-def _distinct(values, n_values):
-    """The distinct values of an int array in ``[0, n_values)``, sorted."""
-    if n_values <= 4 * values.size:
-        return np.flatnonzero(np.bincount(values, minlength=n_values))
-    return np.unique(values)
 
 
 def _reuse(chain_rows, sketch_dim, cache_bytes):
@@ -238,7 +231,8 @@ def _chain_rows(path_parent, path_module, items, n_slots, dims):
     # small (a few dozen NumPy calls fewer), else kept as a sorted set.
     n_keys = suffix.size * n_slots
     table = n_keys <= _TABLE_KEYS
-    keys = _distinct(node_of[items // n_slots] * n_slots + items % n_slots, n_keys)
+    keys = distinct_values(node_of[items // n_slots] * n_slots + items % n_slots,
+                           n_keys)
     if table:
         seen = np.zeros(n_keys, bool)
         seen[keys] = True
@@ -248,8 +242,8 @@ def _chain_rows(path_parent, path_module, items, n_slots, dims):
         nodes = keys // n_slots
         rows.append(dims[last[nodes]])
         linked = suffix[nodes]
-        keys = _distinct(linked[linked > 0] * n_slots + (keys % n_slots)[linked > 0],
-                         n_keys)
+        linked_keys = linked * n_slots + keys % n_slots
+        keys = distinct_values(linked_keys[linked > 0], n_keys)
         if table:
             keys = keys[~seen[keys]]
             seen[keys] = True

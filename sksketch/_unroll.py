@@ -85,10 +85,7 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
         ids = np.take(child_path.reshape(-1), code)
         new = ids < 0
         if new.any():
-            keys = code[new]
-            n_keys = child_path.size
-            keys = (np.flatnonzero(np.bincount(keys, minlength=n_keys))
-                    if n_keys <= 4 * keys.size else np.unique(keys))
+            keys = distinct_values(code[new], child_path.size)
             if child_path.shape[0] < len(paths) + keys.size + 1:
                 # Grown geometrically: a chain adds one path per level.
                 grown = np.full((2 * (len(paths) + keys.size) + 1, n_modules), -1,
@@ -167,6 +164,17 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
     return Unrolled(paths, path, obj, eff, over, spent, path_parent, path_module)
 
 
+def distinct_values(values, n_values):
+    """The distinct values of an int array in ``[0, n_values)``, sorted.
+
+    Counting (a bincount) where the range is small against the values,
+    several times faster than the sort of ``np.unique``.
+    """
+    if n_values <= 4 * values.size:
+        return np.flatnonzero(np.bincount(values, minlength=n_values))
+    return np.unique(values)
+
+
 def _merge_by_key(key, weight, n_keys):
     """The distinct keys, sorted, and the weights summed per key.
 
@@ -241,8 +249,7 @@ class ColumnLayout:
         n_slots = max(len(batch._slot_keys), 1)
         pair = unrolled.path * n_slots + batch._slot_codes[unrolled.obj]
         n_pairs = len(unrolled.paths) * n_slots
-        pairs = (np.flatnonzero(np.bincount(pair, minlength=n_pairs))
-                 if n_pairs <= 4 * pair.size else np.unique(pair))
+        pairs = distinct_values(pair, n_pairs)
         paths, slot_keys = tuple(unrolled.paths), batch._slot_keys
         path_code = np.concatenate((np.arange(len(paths)), pairs // n_slots))
         slot_code = np.concatenate((np.full(len(paths), -1), pairs % n_slots))
@@ -367,7 +374,7 @@ def coefficient_chunks(batch, unrolled, layout, chunk_size):
     for chunk in range(n_chunks):
         lo, hi = chunk * chunk_size, min((chunk + 1) * chunk_size, n_records)
         run = slice(bounds[chunk * n_modules], bounds[(chunk + 1) * n_modules])
-        if _distinct(n_start[run], (hi - lo) * n_columns):
+        if _all_distinct(n_start[run], (hi - lo) * n_columns):
             z = _blocks_written(batch, bounds[chunk * n_modules:], rows, eff,
                                 a_start, n_start, run, (hi - lo) * n_columns,
                                 workspace)
@@ -405,7 +412,7 @@ def coefficient_chunks(batch, unrolled, layout, chunk_size):
         yield lo, hi, z.reshape(hi - lo, n_columns)
 
 
-def _distinct(cells, n_cells):
+def _all_distinct(cells, n_cells):
     """Whether the ints ``cells`` (in ``[0, n_cells)``) are all distinct."""
     seen = np.zeros(n_cells, bool)
     seen[cells] = True
