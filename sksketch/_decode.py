@@ -37,6 +37,7 @@ from ._array_api import (
     zeros,
 )
 from ._paths import PathBlocks
+from ._superset import _SupersetLeastSquares
 from ._threads import one_blas_thread
 from ._unroll import ColumnLayout
 
@@ -272,8 +273,9 @@ class LstsqDecoder:
             if self.structure.n_unknowns <= limit:
                 factor = ("pinv", *_pseudo_inverse(g, norms))
             else:
-                factor = ("omp", _GroupPursuit(g, norms, self.structure.layout.offsets,
-                                               limit, self.tol))
+                offsets = self.structure.layout.offsets
+                factor = ("omp", _GroupPursuit(g, norms, offsets, limit, self.tol),
+                          _superset(g, offsets, min(limit, kept.size // 2)))
             if len(self._factors) > 8:  # a few kept sets at a time
                 self._factors.pop(next(iter(self._factors)))
             self._factors[key] = factor
@@ -302,13 +304,66 @@ class LstsqDecoder:
             # groups would only fit rounding (float32 sketches never reach
             # tol, and would otherwise fill the whole budget).
             floor = _noise_level(eps, kept.size, 1.0)
-            z, residual, cond = factor[0].solve(to_numpy(sketches), self.tol / floor,
-                                                stop=max(self.tol, floor))
+            z, residual, cond = _sparse_solve(*factor, to_numpy(sketches), floor,
+                                              self.tol)
             z, residual = (to_backend(a, backend, sketches.dtype)
                            for a in (z, residual))
             noise = np.maximum(self.tol, _noise_level(eps, kept.size, cond))
         return Decoded(z, self.structure.path_sum_from_slots(z, backend),
                        _relative_norms(backend, residual, sketches), noise)
+
+
+def _superset(g, offsets, budget):
+    """The support-superset solver of ``g``, or None where it does not apply
+    (null space wider than the budget, or its per-group products too big)."""
+    n_kept, n_columns = g.shape
+    n_groups = offsets.size - 1
+    # The null space has at least n_columns - n_kept dimensions: skip the
+    # SVD (n_columns^2 floats) where that alone rules the method out.
+    if not _SupersetLeastSquares.fits(n_groups, max(n_columns - n_kept, 0), budget):
+        return None
+    u, sv, vt = np.linalg.svd(g, full_matrices=True)
+    tolerance = sv[0] * max(g.shape) * np.finfo(g.dtype).eps if sv.size else 0.0
+    rank = int(np.sum(sv > tolerance))
+    if not rank or not _SupersetLeastSquares.fits(n_groups, n_columns - rank, budget):
+        return None
+    superset = _SupersetLeastSquares(g, offsets, budget, u, sv, vt, rank)
+    # A group whose kept columns are linearly dependent (fewer kept rows than
+    # columns, say) leaves no unique solution over any set holding it: the
+    # pursuit, which decodes over each group's span, takes those problems.
+    return superset if superset.usable[np.diff(offsets) > 0].all() else None
+
+
+def _sparse_solve(pursuit, superset, sketches, floor, tol):
+    """Coefficients, residuals and condition numbers of group-sparse sketches.
+
+    The support-superset least squares where it applies, else the pursuit.
+    A sketch the superset explains is explained exactly (the unique
+    solution within the budget), so its condition number does not matter
+    and is reported as 1; for the others (support beyond the budget, or
+    outside the learned structure), it is that of the columns solved over,
+    which sets the noise level their residual is judged by:
+    ``max(tol, floor * cond)``, ``floor`` the noise of condition 1.
+    """
+    stop = max(tol, floor)
+    if superset is None:
+        return pursuit.solve(sketches, tol / floor, stop=stop)
+    x, residual, explained, columns = superset.solve(sketches, stop, polish=floor > tol)
+    cond = np.ones(sketches.shape[0])
+    rest = np.flatnonzero(~explained)
+    if rest.size:
+        # The bound decides the verdict where the residual exceeds the noise
+        # level it gives; the exact value is needed only for the others.
+        cond[rest] = superset.condition_bound(columns[rest])
+        relative = (np.linalg.norm(residual[rest], axis=1)
+                    / np.linalg.norm(sketches[rest], axis=1))
+        unsure = rest[relative <= np.maximum(tol, floor * cond[rest])]
+        if unsure.size:
+            width = columns[unsure].sum(axis=1)
+            order = np.argsort(~columns[unsure], axis=1, kind="stable")
+            cond[unsure] = pursuit._condition(order[:, :max(int(width.max()), 1)],
+                                              width)
+    return x / pursuit.norms, residual, cond
 
 
 def _noise_level(eps, n_kept, cond):

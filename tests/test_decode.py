@@ -357,27 +357,33 @@ def test_too_erased_to_decode_anything_is_a_clear_error():
         len(records), len(recoverer.get_feature_names_out()))
 
 
-def test_group_pursuit_runs_blas_on_one_thread(monkeypatch):
-    # A stack of small solves per step: one BLAS thread (see test_network).
+@pytest.mark.parametrize("solver", ["pursuit", "superset"])
+def test_sparse_decoding_of_few_sketches_runs_blas_on_one_thread(monkeypatch, solver):
+    # Small products (a few sketches): one BLAS thread (see test_network).
     from threadpoolctl import threadpool_info, threadpool_limits
 
+    from sksketch import _decode
     from sksketch._decode import _GroupPursuit
+    from sksketch._superset import _SupersetLeastSquares
 
     seen = []
-    solve = _GroupPursuit._solve
+    cls = _GroupPursuit if solver == "pursuit" else _SupersetLeastSquares
+    solve = cls._solve
 
     def spy(self, *args):
         seen.append({p["num_threads"] for p in threadpool_info()
                      if p["user_api"] == "blas"})
         return solve(self, *args)
 
-    monkeypatch.setattr(_GroupPursuit, "_solve", spy)
+    monkeypatch.setattr(cls, "_solve", spy)
+    if solver == "pursuit":
+        monkeypatch.setattr(_decode, "_superset", lambda *args: None)
     records = _flag_and_cat_records()
     recoverer = SketchAttributeRecoverer(
         RecursiveSketcher(64, random_state=0)).fit(records)
     sketches = recoverer.sketcher_.transform(records)
     with threadpool_limits(limits=2, user_api="blas"):
-        recoverer.transform(sketches[:, :8])  # 7 unknowns > 8 / 2: the pursuit
+        recoverer.transform(sketches[:, :8])  # 7 unknowns > 8 / 2: sparse decoding
     assert seen == [{1}]
 
 
