@@ -7,7 +7,8 @@ measures, on the records of a synthetic 3-layer network:
   and the relative error of the decoded unknowns (per-path counts and
   per-(path, slot) attribute sums) against the truth, for several d;
 - the same error when only the first d' < d coordinates are kept;
-- the speed of the group-OMP regime (more unknowns than d/2).
+- the speed of sparse decoding (more unknowns than d/2), against the group
+  pursuit alone on the same sketches, and the share of sketches each explains.
 
 Prints a table, writes ``benchmarks/results/bench_decode.json`` and, with
 ``--plot``, ``docs/images/decode_error.png``. With ``--busy-core``, every
@@ -19,6 +20,7 @@ import argparse
 import json
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from sksketch import (
     make_activation_records,
 )
 from sksketch._batch import as_batch
+from sksketch._decode import _noise_level
 from sksketch._unroll import coefficients, unroll
 
 HERE = Path(__file__).parent
@@ -50,20 +53,21 @@ def relative_error(recoverer, records, sketches, kept=None):
 
 
 def decode_rate(recoverer, sketches, busy_core_too=None):
-    """Sketches per second, best of 3 after a call that factorizes; with a
-    busy core too: (idle, busy)."""
+    """Sketches per second, best of at least 3 calls (and 1 s of calls)
+    after a call that factorizes; with a busy core too: (idle, busy)."""
     def decode():
         with warnings.catch_warnings():
-            # The group-OMP case holds sketches beyond the pursuit's budget:
+            # The sparse case holds sketches beyond the decoder's budget:
             # expected, and reported as the relative error.
             warnings.simplefilter("ignore", OutOfStructureWarning)
             recoverer.transform(sketches)
 
-    idle = sketches.shape[0] / best_time(decode)
+    idle = sketches.shape[0] / best_time(decode, min_total=1.0)
     if not (busy.ENABLED if busy_core_too is None else busy_core_too):
         return idle, None
     with busy.busy_core(True):
-        return idle, sketches.shape[0] / best_time(decode, warmup=False)
+        return idle, sketches.shape[0] / best_time(decode, warmup=False,
+                                                   min_total=1.0)
 
 
 def run(n_records, dims, erasure_dim):
@@ -93,8 +97,10 @@ def run(n_records, dims, erasure_dim):
                             "relative_error": relative_error(
                                 recoverer, records, sketches[:, :kept],
                                 np.arange(kept))})
-    # Group OMP: a wider network, more unknowns than d/2; a larger batch too
-    # (the pursuit's memory per batch is bounded, its rate should hold).
+    # Sparse decoding: a wider network, more unknowns than d/2; a larger
+    # batch too (memory per batch is bounded, the rate should hold). The
+    # decoder (least squares on a support superset) against the group
+    # pursuit alone on the same sketches, and how many each explains.
     omp = []
     for n_omp in (n_records, 5 * n_records):
         wide, _ = make_activation_records(n_omp, n_modules=9, depth=3, fan_in=3,
@@ -104,9 +110,24 @@ def run(n_records, dims, erasure_dim):
             RecursiveSketcher(256, random_state=0)).fit(wide)
         sketches = recoverer.sketcher_.transform(wide)
         rate, busy_rate = decode_rate(recoverer, sketches)
+        decoded = recoverer._decoder().decode(sketches, np.arange(256))
+        # The pursuit as the decoder called it before: the same stopping
+        # rule and condition-number limit.
+        pursuit = recoverer._decoder()._factor(np.arange(256))[1]
+        floor = _noise_level(np.finfo(np.float64).eps, 256, 1.0)
+        solve = partial(pursuit.solve, sketches, recoverer.tol / floor,
+                        stop=max(recoverer.tol, floor))
+        pursuit_rate = n_omp / best_time(solve, min_total=1.0)
+        _, residual, _ = solve()
+        norms = np.linalg.norm(sketches, axis=1)
         omp.append({"n_sketches": n_omp, "sketch_dim": 256,
                     "n_unknowns": recoverer._structure.n_unknowns,
                     "sketches_per_s": rate, "sketches_per_s_busy_core": busy_rate,
+                    "pursuit_sketches_per_s": pursuit_rate,
+                    "explained": float(np.mean(decoded.residual <= decoded.noise)),
+                    "pursuit_explained": float(np.mean(
+                        np.linalg.norm(residual, axis=1)
+                        <= max(recoverer.tol, floor) * norms)),
                     "relative_error": relative_error(recoverer, wide, sketches)})
     return by_d, by_kept, omp
 
@@ -175,11 +196,14 @@ def main():
         print(f"{r['method']:>9} {r['sketch_dim']:>5} {r['kept']:>5} "
               f"{r['relative_error']:>11.2e}")
     for r in omp:
-        print(f"\ngroup OMP: {r['n_sketches']} sketches, d={r['sketch_dim']}, "
+        print(f"\nsparse decoding: {r['n_sketches']} sketches, d={r['sketch_dim']}, "
               f"{r['n_unknowns']} unknowns, {r['sketches_per_s']:,.0f} sketches/s"
               + ("" if r["sketches_per_s_busy_core"] is None else
                  f" ({r['sketches_per_s_busy_core']:,.0f} with a busy core)")
-              + f", relative error {r['relative_error']:.2e}")
+              + f", {r['explained']:.1%} explained, relative error "
+              f"{r['relative_error']:.2e}; group pursuit alone "
+              f"{r['pursuit_sketches_per_s']:,.0f} sketches/s, "
+              f"{r['pursuit_explained']:.1%} explained")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"by_dim": by_d, "by_kept": by_kept,

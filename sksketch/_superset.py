@@ -35,7 +35,7 @@ where ``f`` is at most the budget, and the pursuit elsewhere.
 
 import numpy as np
 
-from ._threads import blas_threads_for, one_blas_thread
+from ._threads import one_blas_thread
 
 # Rounds of ranking for the sketches not yet explained. On the records
 # measured (4 network shapes, d = 128-512, erasure), the first ranking
@@ -44,8 +44,10 @@ from ._threads import blas_threads_for, one_blas_thread
 # round 6, and rounds 7-12 explained none more.
 _ROUNDS = 6
 # The per-group products N_g^T N_g (upper triangles) must fit in this many
-# bytes; the f x f systems of a chunk of sketches too.
+# bytes.
 _MAX_BYTES = 2**26
+# A chunk's f x f systems take at most this many bytes.
+_CHUNK_BYTES = 2**24
 
 
 class _SupersetLeastSquares:
@@ -89,7 +91,7 @@ class _SupersetLeastSquares:
         position[upper[1], upper[0]] = position[upper]
         self.full_from_upper = position.ravel()
         self.identity_upper = np.eye(f)[upper]
-        self.chunk = int(np.clip(_MAX_BYTES // (8 * max(f, 1) ** 2), 64, 4096))
+        self.chunk = int(np.clip(_CHUNK_BYTES // (8 * max(f, 1) ** 2), 64, 4096))
 
     @staticmethod
     def fits(n_groups, f, budget):
@@ -110,8 +112,10 @@ class _SupersetLeastSquares:
         columns = np.zeros(x.shape, dtype=bool)
         for lo in range(0, n, self.chunk):
             part = slice(lo, lo + self.chunk)
-            # The products of a few sketches are small: one BLAS thread.
-            with blas_threads_for(4 * residual[part].size * x.shape[1]):
+            # One BLAS thread: a chunk's products are a few MFLOP each, where
+            # threads gain little and, when another process holds a core,
+            # spin against each other (measured: 3,300 vs 18,000 sketches/s).
+            with one_blas_thread():
                 x[part], residual[part], explained[part], columns[part] = self._solve(
                     residual[part], stop, polish)
         return x, residual, explained, columns
@@ -214,17 +218,15 @@ class _SupersetLeastSquares:
         a = self._system(groups)
         b = np.where(columns, x0, 0.0) @ self.null
         unique = np.ones(n, dtype=bool)
-        # f x f systems: LAPACK per matrix, where BLAS threads only spin.
-        with one_blas_thread():
-            try:
-                z = np.linalg.solve(a, b[:, :, None])[:, :, 0]
-            except np.linalg.LinAlgError:
-                # G_R is rank-deficient for some rows (degenerate blocks): no
-                # unique solution on R there, so nothing to certify.
-                z = np.zeros_like(b)
-                for i in range(n):
-                    try:
-                        z[i] = np.linalg.solve(a[i], b[i])
-                    except np.linalg.LinAlgError:
-                        unique[i] = False
+        try:
+            z = np.linalg.solve(a, b[:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:
+            # G_R is rank-deficient for some rows (degenerate blocks): no
+            # unique solution on R there, so nothing to certify.
+            z = np.zeros_like(b)
+            for i in range(n):
+                try:
+                    z[i] = np.linalg.solve(a[i], b[i])
+                except np.linalg.LinAlgError:
+                    unique[i] = False
         return x0 + z @ self.null.T, unique
