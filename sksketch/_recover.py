@@ -38,7 +38,7 @@ class OutOfStructureWarning(UserWarning):
     sketch's least-squares residual exceeds numerical noise: it holds module
     paths or slots not seen in ``fit``, comes from another sketcher, was
     altered, or uses more unknowns than ``max_active`` times the kept
-    coordinates (what the matching pursuit can solve for). Its
+    coordinates (what sparse decoding can solve for). Its
     decoded values are then unreliable; ``residual_norm`` measures how far
     each sketch is.
     """
@@ -84,10 +84,11 @@ class SketchAttributeRecoverer(TransformerMixin, BaseEstimator):
         learns every depth present in the records.
     max_active : float, default=0.5
         With ``method="lstsq"``: when the unknowns exceed this fraction of
-        the kept coordinates, a group orthogonal matching pursuit over the
+        the kept coordinates, a sparse decoder (least squares on a support
+        superset, or a group orthogonal matching pursuit) over the
         path blocks looks for at most that many active unknowns.
     tol : float, default=1e-10
-        Matching pursuit stops when the residual is below ``tol * ||S||``.
+        Sparse decoding stops when the residual is below ``tol * ||S||``.
     threshold : float, default=0.5
         Weighted count above which a path counts as present: it is used by
         ``unroll``, and means are reported as 0 below it.
