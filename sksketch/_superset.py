@@ -112,9 +112,10 @@ class _SupersetLeastSquares:
         columns = np.zeros(x.shape, dtype=bool)
         for lo in range(0, n, self.chunk):
             part = slice(lo, lo + self.chunk)
-            # One BLAS thread: a chunk's products are a few MFLOP each, where
-            # threads gain little and, when another process holds a core,
-            # spin against each other (measured: 3,300 vs 18,000 sketches/s).
+            # One BLAS thread: the f x f solves are one small LAPACK call
+            # each, and with BLAS threads left on, a process holding the
+            # other core made the whole call 4-5 times slower (measured:
+            # 3,300 vs 14,000-16,000 sketches/s at d = 256, 297 unknowns).
             with one_blas_thread():
                 x[part], residual[part], explained[part], columns[part] = self._solve(
                     residual[part], stop, polish)
