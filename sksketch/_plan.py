@@ -24,6 +24,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._block_product import (
+    block_product_cost,
+    dense_product_cost,
+    distinct_per_record,
+    n_chunks,
+)
 from ._unroll import distinct_values, unroll
 
 # Costs of the unrolled engine's array work, in floating-point operations of
@@ -126,13 +132,12 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
         path_dim = np.array([name_dim[p[-1]] for p in unrolled.paths] or [0.0])
         used_paths = distinct_values(unrolled.path, len(unrolled.paths))
         used_items = distinct_values(item, len(unrolled.paths) * n_slots)
-        widths = np.concatenate((path_dim[used_paths] + 1,
-                                 path_dim[used_items // n_slots]))
         chains = _chain_widths(unrolled, used_items, n_slots, dims)
         reuse = _reuse(chains, d, cache_bytes)
         total = (cost.sum()
                  + (2 * d * d * wraps * chains + BLOCK_OVERHEAD_FLOPS).sum() / reuse
-                 + 2 * d * n_records * widths.sum()
+                 + _product_cost(batch, unrolled, record, item, path_dim,
+                                 used_items, n_slots, d)
                  + PATH_KEY_FLOPS * path_length[used_paths].sum())
         if total <= lw_cost.sum():
             return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost)
@@ -168,6 +173,26 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
         return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost)
     levelwise = cost > lw_cost
     return Plan(levelwise, None if levelwise.any() else unrolled, cost, lw_cost)
+
+
+def _product_cost(batch, unrolled, record, item, path_dim, used_items, n_slots,
+                  sketch_dim):
+    """Operations of the final product, dense or block by block (the cheaper).
+
+    The columns: a presence column per path, a block of its last module's
+    dimension per (path, slot) item used.
+    """
+    n_records, n_paths = batch.n_records, len(unrolled.paths)
+    n_columns = n_paths + path_dim[used_items // n_slots].sum()
+    cost = dense_product_cost(n_records, n_columns, sketch_dim)
+    if distinct_per_record(record, item, n_records, n_paths * n_slots):
+        dims = np.array([block.shape[1] for block in batch._attributes])
+        n_values = dims[batch._module_codes[unrolled.obj]].sum()
+        n_steps = min(unrolled.obj.size,
+                      used_items.size * n_chunks(n_records, sketch_dim))
+        cost = min(cost, block_product_cost(unrolled.obj.size, n_values, n_steps,
+                                            n_records, n_paths, sketch_dim))
+    return cost
 
 
 def _reuse(chain_rows, sketch_dim, cache_bytes):

@@ -25,12 +25,13 @@ from ._array_api import (
     zeros,
 )
 from ._batch import as_batch
+from ._block_product import block_plan, block_sketch
 from ._levelwise import levelwise_sketch
 from ._paths import PathBlocks
 from ._plan import plan_sketch
 from ._random import ModuleMatrices
 from ._threads import blas_threads_for
-from ._unroll import ColumnLayout, coefficient_chunks, unroll
+from ._unroll import ColumnLayout, block_offsets, coefficient_chunks, unroll
 from ._verbose import Progress
 
 # Records per chunk: at most this many coefficient values (their index and
@@ -58,6 +59,16 @@ def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY,
         blocks = PathBlocks(matrices, batch.module_dims)
         g_rows = matrices._cache.put(key, to_backend(
             blocks.stack(layout, dtype=dtype), backend))
+    if backend is NUMPY:
+        # Block by block where rows are sparse and blocks wide (no Z).
+        a_offset, n_offset = block_offsets(batch, unrolled, layout)
+        plan = block_plan(batch, unrolled, layout, n_offset, matrices.sketch_dim)
+        if plan is not None:
+            if log is not None:
+                log(lambda: f"{batch.n_records} records sketched block by block "
+                    f"({plan.starts.size} blocks)", level=2)
+            return block_sketch(batch, unrolled, layout, g_rows, dtype, a_offset,
+                                plan)
     # Coefficients are assembled on the host.
     host = batch if backend is NUMPY else batch.to_namespace(np)
     sketches = zeros(backend, (batch.n_records, matrices.sketch_dim), dtype)
