@@ -33,15 +33,22 @@ import numpy as np
 
 from ._threads import blas_threads_for, one_blas_thread
 
-# Costs of the block-wise product besides its arithmetic, in floating-point
-# operations of the dense product's rate (measured on 1 thread with
-# benchmarks/calibrate_plan.py): a block's Python step (a product, a gather,
-# an add and a scatter of its records' sketch rows), and each entry's
-# sketch row gathered, added and scattered, per sketch dimension.
-BLOCK_STEP_FLOPS = 2e5
-ROW_UPDATE_FLOPS = 6.0
-# Building the dense ``Z`` writes every cell (zeros included), per cell.
-DENSE_CELL_FLOPS = 2.0
+# Costs of the final products, in the plan's unit (operations of the
+# level-wise engine as levelwise_cost prices them), measured with
+# benchmarks/calibrate_plan.py on one thread: a nominal multiply-add pair
+# of a product costs 0.1-0.4 of them in the dense product (one large
+# product) and about 0.5 block by block (small products); building the
+# dense ``Z`` costs 20-70 per cell besides its values (zeroing, the
+# presences' bincount over every cell); the block-wise loop costs about 17
+# per entry and sketch dimension (its sketch row gathered, added and
+# scattered) and 50,000-150,000 per block run (a Python step of four NumPy
+# calls; the least-squares fit says 50,000, the demo CNN's narrow blocks,
+# where the two products cost about the same, 150,000: taken).
+DENSE_PRODUCT_SHARE = 0.3
+BLOCK_PRODUCT_SHARE = 0.5
+DENSE_CELL_FLOPS = 40.0
+ROW_UPDATE_FLOPS = 17.0
+BLOCK_STEP_FLOPS = 1.5e5
 # Sketch values of a chunk of records (float64: 2 MiB, an L2 cache).
 _CHUNK_SKETCH_VALUES = 2**18
 
@@ -53,7 +60,8 @@ def chunk_records(sketch_dim):
 
 def dense_product_cost(n_records, n_columns, sketch_dim):
     """Operations of the dense product ``Z @ G_stacked^T`` and of writing ``Z``."""
-    return n_records * n_columns * (2.0 * sketch_dim + DENSE_CELL_FLOPS)
+    return n_records * n_columns * (DENSE_PRODUCT_SHARE * 2.0 * sketch_dim
+                                    + DENSE_CELL_FLOPS)
 
 
 def block_product_cost(n_entries, n_values, n_steps, n_records, n_presence,
@@ -64,7 +72,7 @@ def block_product_cost(n_entries, n_values, n_steps, n_records, n_presence,
     block) runs; ``n_presence``: the presence columns.
     """
     d = float(sketch_dim)
-    return (2 * d * (n_values + n_records * n_presence)
+    return (BLOCK_PRODUCT_SHARE * 2 * d * (n_values + n_records * n_presence)
             + ROW_UPDATE_FLOPS * d * n_entries + BLOCK_STEP_FLOPS * n_steps)
 
 
@@ -142,15 +150,9 @@ def block_sketch(batch, unrolled, layout, g_rows, dtype, a_offset, plan):
     # The blocks, each a run of entries: their weighted attributes, gathered
     # module by module (a block's entries are all of its path's last module).
     order, starts, items = plan
-    obj, record, weight = obj[order], record[order], weight[order]
-    module = batch._module_codes[obj]
-    rows = batch._rows[obj]
-    values, first = [], np.zeros(order.size, np.intp)
-    for code, block in enumerate(batch._attributes):
-        mine = np.flatnonzero(module == code)
-        first[mine] = np.arange(mine.size)
-        x = np.take(block, rows[mine], axis=0).astype(np.float64, copy=False)
-        values.append((x * weight[mine, None]).astype(dtype, copy=False))
+    module = batch._module_codes[obj[order]]
+    values, first = weighted_values(batch, obj[order], weight[order], dtype)
+    record = record[order]
     stops = np.r_[starts[1:], order.size]
     offsets = layout.offsets[items]
     with one_blas_thread():
@@ -161,3 +163,21 @@ def block_sketch(batch, unrolled, layout, g_rows, dtype, a_offset, plan):
             sketches[record[lo:hi]] += (x[at:at + hi - lo]
                                         @ g_rows[column:column + x.shape[1]])
     return sketches
+
+
+def weighted_values(batch, obj, weight, dtype):
+    """Every entry's weighted attributes, gathered module by module.
+
+    Returns one array per module, its entries in their order in ``obj``,
+    and each entry's row in its module's array. Computed in float64 as the
+    dense ``Z`` is, then converted to ``dtype``.
+    """
+    module = batch._module_codes[obj]
+    rows = batch._rows[obj]
+    values, first = [], np.zeros(obj.size, np.intp)
+    for code, block in enumerate(batch._attributes):
+        mine = np.flatnonzero(module == code)
+        first[mine] = np.arange(mine.size)
+        x = np.take(block, rows[mine], axis=0).astype(np.float64, copy=False)
+        values.append((x * weight[mine, None]).astype(dtype, copy=False))
+    return values, first

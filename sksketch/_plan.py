@@ -33,12 +33,18 @@ from ._block_product import (
 from ._unroll import distinct_values, unroll
 
 # Costs of the unrolled engine's array work, in floating-point operations of
-# the level-wise engine's products (which run at 10-30 GFLOP/s on 2-core x86
-# machines): unrolling costs 60-430 ns per (object, path) entry and the
-# coefficient build 8-30 ns per coefficient value (a gather, a multiply, a
-# scattered add), measured with benchmarks/bench_shapes.py's shapes.
+# the level-wise engine as priced by levelwise_cost (10-20 GFLOP/s of them on
+# one core of a 2-core x86 machine). Measured with
+# benchmarks/calibrate_plan.py on two recorded CNNs at d = 32..256:
+# unrolling costs 900-1,500 per (object, path) entry; gathering and weighting
+# a coefficient value 25-45 where no two entries of a record share an
+# attribute block (the values are written row by row, or multiplied block
+# by block). Where they share one (trees whose objects repeat a slot), every
+# value is added by a bincount: about 300 in all, measured on a batch of
+# trees, so the difference is charged once the entries are known.
 ENTRY_FLOPS = 1500.0
-COEFFICIENT_FLOPS = 400.0
+COEFFICIENT_FLOPS = 40.0
+SHARED_BLOCK_VALUE_FLOPS = 260.0
 PATH_MODULE_FLOPS = 200.0
 # Every call handles each distinct path as a tuple of module names (layout,
 # block look-ups, hashing): about 5 us per module of every path, measured on
@@ -117,14 +123,20 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
                       depth_cost=PATH_MODULE_FLOPS)
     over, cost = unrolled.over_budget, unrolled.cost
     record = batch._record[unrolled.obj]
+    n_slots = max(len(batch._slot_keys), 1)
+    item = unrolled.path * n_slots + batch._slot_codes[unrolled.obj]
+    distinct = distinct_per_record(record, item, n_records,
+                                   len(unrolled.paths) * n_slots)
+    if not distinct:
+        cost = cost + np.bincount(record, weights=SHARED_BLOCK_VALUE_FLOPS * (
+            dims[batch._module_codes[unrolled.obj]] + 1), minlength=n_records)
     path_length = np.array([len(p) for p in unrolled.paths] or [0], float)
     # Column blocks: each distinct (path, slot) is a chain of products with
     # d x d matrices, one per module of the path at most (fewer when its
     # suffixes are built for other paths), shared by the records that use
-    # it; the final product costs 2 d per record and column.
-    n_slots = max(len(batch._slot_keys), 1)
+    # it; the final product costs 2 d per record and column (dense) or per
+    # value (block by block).
     wraps = 2.0 if wrapper != "none" else 1.0
-    item = unrolled.path * n_slots + batch._slot_codes[unrolled.obj]
     if not over.any():
         # The whole batch unrolled, priced at once (no per-record pass): the
         # usual case for trees and layered networks.
@@ -136,7 +148,7 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
         reuse = _reuse(chains, d, cache_bytes)
         total = (cost.sum()
                  + (2 * d * d * wraps * chains + BLOCK_OVERHEAD_FLOPS).sum() / reuse
-                 + _product_cost(batch, unrolled, record, item, path_dim,
+                 + _product_cost(batch, unrolled, distinct, path_dim,
                                  used_items, n_slots, d)
                  + PATH_KEY_FLOPS * path_length[used_paths].sum())
         if total <= lw_cost.sum():
@@ -175,17 +187,18 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
     return Plan(levelwise, None if levelwise.any() else unrolled, cost, lw_cost)
 
 
-def _product_cost(batch, unrolled, record, item, path_dim, used_items, n_slots,
+def _product_cost(batch, unrolled, distinct, path_dim, used_items, n_slots,
                   sketch_dim):
     """Operations of the final product, dense or block by block (the cheaper).
 
     The columns: a presence column per path, a block of its last module's
-    dimension per (path, slot) item used.
+    dimension per (path, slot) item used. Block by block only where no two
+    entries of a record share an item (``distinct``).
     """
     n_records, n_paths = batch.n_records, len(unrolled.paths)
     n_columns = n_paths + path_dim[used_items // n_slots].sum()
     cost = dense_product_cost(n_records, n_columns, sketch_dim)
-    if distinct_per_record(record, item, n_records, n_paths * n_slots):
+    if distinct:
         dims = np.array([block.shape[1] for block in batch._attributes])
         n_values = dims[batch._module_codes[unrolled.obj]].sum()
         n_steps = min(unrolled.obj.size,

@@ -604,14 +604,22 @@ class ActivationRecorder:
                 mask[np.repeat(np.arange(n), k), _strongest(ranked, k)] = True
                 keep &= mask
             record, position = np.nonzero(keep)  # row-major: by record, position
-        # Channel vectors gathered by PyTorch from the layer's own (n, c, p)
-        # tensor (twice as fast as NumPy's gather from the converted copy),
-        # then converted: conversion is exact or rounds each value alike.
+        # Channel vectors gathered from the layer's own (n, c, p) tensor, then
+        # converted: conversion is exact or rounds each value alike. On the
+        # CPU, one flat take from its NumPy view (several times faster than
+        # PyTorch's or NumPy's indexing with a slice between two indices).
         torch = _require_torch()
-        index = [torch.as_tensor(i, device=tensor.device) for i in (record, position)]
-        attributes = tensor.reshape(n, c, p)[index[0], :, index[1]].to(
-            "cpu", torch.float64 if out.dtype == np.float64 else torch.float32
-        ).numpy()
+        if tensor.device.type == "cpu" and tensor.dtype in (
+                torch.float16, torch.float32, torch.float64):
+            view = tensor.reshape(n, c, p).contiguous().numpy().reshape(-1)
+            flat = (record * (c * p) + position)[:, None] + np.arange(0, c * p, p)
+            attributes = np.take(view, flat).astype(out.dtype, copy=False)
+        else:
+            index = [torch.as_tensor(i, device=tensor.device)
+                     for i in (record, position)]
+            attributes = tensor.reshape(n, c, p)[index[0], :, index[1]].to(
+                "cpu", torch.float64 if out.dtype == np.float64 else torch.float32
+            ).numpy()
         return (record, position, attributes,
                 np.take(strength.reshape(-1), record * p + position))
 

@@ -144,6 +144,36 @@ def test_recorded_batch_is_the_one_the_validating_constructor_builds(options):
     _same_batch(checked, batch)
 
 
+@pytest.mark.parametrize("variant", ["float32", "channels_last", "bfloat16"])
+def test_attributes_are_the_outputs_at_the_kept_positions(variant):
+    # NumPy's flat gather (CPU tensors of NumPy's float types, whatever their
+    # memory layout) and PyTorch's indexing (other dtypes, other devices)
+    # must both give each kept position's channel vector, converted exactly.
+    model = _demo_like_cnn()
+    x = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    if variant == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    elif variant == "bfloat16":
+        model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
+    layers = ["conv1", "conv2", "fc"]
+    outputs = {}
+    modules = dict(model.named_modules())
+    hooks = [modules[name].register_forward_hook(
+        lambda module, inputs, output, name=name: outputs.update({name: output}))
+        for name in layers]
+    batch = ActivationRecorder(model, layers, top_k=3).record(x)
+    for hook in hooks:
+        hook.remove()
+    slots = np.asarray(batch._slot_keys)[batch._slot_codes]
+    for code, name in enumerate(batch._module_names):
+        members = np.flatnonzero(batch._module_codes == code)
+        out = outputs[name].to(torch.float64).reshape(6, outputs[name].shape[1], -1)
+        expected = out[batch._record[members], :, slots[members]].numpy()
+        assert members.size and np.array_equal(
+            batch._attributes[code][batch._rows[members]], expected), name
+
+
 def test_a_layer_keeping_no_object_and_non_finite_activations():
     model = _demo_like_cnn()
     batch = ActivationRecorder(model, ["conv1", "conv2", "fc"],
