@@ -48,7 +48,12 @@ SHARED_BLOCK_VALUE_FLOPS = 260.0
 PATH_MODULE_FLOPS = 200.0
 # Every call handles each distinct path as a tuple of module names (layout,
 # block look-ups, hashing): about 5 us per module of every path, measured on
-# a chain of 2,000 objects (2 million path modules: 11 s).
+# a chain of 2,000 objects (2 million path modules: 11 s). Charged while
+# unrolling, shared by the records that reach a path together, so that a
+# lattice's capped unrolling stops before registering more paths than its
+# level-wise cost can pay for (a coefficient value became 10 times cheaper
+# to price; without it, planning a lattice of 24 layers took 3-4 times the
+# level-wise engine's time).
 PATH_KEY_FLOPS = 1e5
 # Python overhead of one path block (cache look-ups, small products).
 BLOCK_OVERHEAD_FLOPS = 2e5
@@ -120,7 +125,7 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
     entry_cost = ENTRY_FLOPS + COEFFICIENT_FLOPS * (dims[batch._module_codes] + 1)
     budget = np.full(n_records, np.inf) if force == "unrolled" else lw_cost
     unrolled = unroll(batch, budget=budget, entry_cost=entry_cost,
-                      depth_cost=PATH_MODULE_FLOPS)
+                      depth_cost=PATH_MODULE_FLOPS, path_cost=PATH_KEY_FLOPS)
     over, cost = unrolled.over_budget, unrolled.cost
     record = batch._record[unrolled.obj]
     n_slots = max(len(batch._slot_keys), 1)
@@ -142,15 +147,13 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
         # usual case for trees and layered networks.
         name_dim = dict(zip(batch._module_names, dims.tolist()))
         path_dim = np.array([name_dim[p[-1]] for p in unrolled.paths] or [0.0])
-        used_paths = distinct_values(unrolled.path, len(unrolled.paths))
         used_items = distinct_values(item, len(unrolled.paths) * n_slots)
         chains = _chain_widths(unrolled, used_items, n_slots, dims)
         reuse = _reuse(chains, d, cache_bytes)
         total = (cost.sum()
                  + (2 * d * d * wraps * chains + BLOCK_OVERHEAD_FLOPS).sum() / reuse
                  + _product_cost(batch, unrolled, distinct, path_dim,
-                                 used_items, n_slots, d)
-                 + PATH_KEY_FLOPS * path_length[used_paths].sum())
+                                 used_items, n_slots, d))
         if total <= lw_cost.sum():
             return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost)
     entry_dim = dims[batch._module_codes[unrolled.obj]]
@@ -172,13 +175,11 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
     bound = sum(((2 * d * d * wraps * width + BLOCK_OVERHEAD_FLOPS) * steps
                  / n_users).sum() for _, width, steps, n_users in uses)
     scale = exact / max(bound, 1.0) / reuse
-    for (block_record, block_width, steps, n_users), keys in zip(uses, (1.0, 0.0)):
+    # (The path keys are in ``cost`` already: unrolling charged them.)
+    for block_record, block_width, steps, n_users in uses:
         build = ((2 * block_width * d * d * wraps + BLOCK_OVERHEAD_FLOPS) * steps
                  / n_users * scale)
-        # The path keys: charged with the presence blocks, one per path.
-        handling = keys * PATH_KEY_FLOPS * steps / n_users
-        cost += np.bincount(block_record,
-                            weights=build + handling + 2 * d * block_width,
+        cost += np.bincount(block_record, weights=build + 2 * d * block_width,
                             minlength=n_records)
     cost[over] = np.inf
     if force == "unrolled":

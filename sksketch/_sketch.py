@@ -59,9 +59,10 @@ def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY,
         blocks = PathBlocks(matrices, batch.module_dims)
         g_rows = matrices._cache.put(key, to_backend(
             blocks.stack(layout, dtype=dtype), backend))
+    offsets = None
     if backend is NUMPY:
         # Block by block where rows are sparse and blocks wide (no Z).
-        a_offset, n_offset = block_offsets(batch, unrolled, layout)
+        offsets = a_offset, n_offset = block_offsets(batch, unrolled, layout)
         plan = block_plan(batch, unrolled, layout, n_offset, matrices.sketch_dim)
         if plan is not None:
             if log is not None:
@@ -77,7 +78,8 @@ def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY,
         batch.n_records, 1)
     chunk_size = int(max(1, min(_CHUNK_VALUES // max(values_per_record, 1),
                                 _CHUNK_ELEMENTS // max(layout.n_columns, 1))))
-    for lo, hi, z in coefficient_chunks(host, unrolled, layout, chunk_size):
+    for lo, hi, z in coefficient_chunks(host, unrolled, layout, chunk_size,
+                                        offsets):
         with blas_threads_for(2.0 * z.size * matrices.sketch_dim):
             sketches[lo:hi, ...] = to_backend(z, backend, dtype) @ g_rows
         if log is not None:
