@@ -391,7 +391,8 @@ def coefficient_chunks(batch, unrolled, layout, chunk_size, offsets=None):
     for chunk in range(n_chunks):
         lo, hi = chunk * chunk_size, min((chunk + 1) * chunk_size, n_records)
         run = slice(bounds[chunk * n_modules], bounds[(chunk + 1) * n_modules])
-        if _all_distinct(n_start[run], (hi - lo) * n_columns):
+        # (+ 1: a block of width 0 may start where Z's row ends.)
+        if _all_distinct(n_start[run], (hi - lo) * n_columns + 1):
             z = _blocks_written(batch, bounds[chunk * n_modules:], rows, eff,
                                 a_start, n_start, run, (hi - lo) * n_columns,
                                 workspace)
