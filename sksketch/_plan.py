@@ -91,6 +91,9 @@ class Plan(NamedTuple):
     unrolled: object
     unrolled_cost: np.ndarray
     levelwise_cost: np.ndarray
+    #: Whether the final product was priced cheaper block by block (None:
+    #: not priced for the whole batch).
+    blockwise: bool | None = None
 
 
 def levelwise_cost(batch, sketch_dim, wrapper):
@@ -150,12 +153,14 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
         used_items = distinct_values(item, len(unrolled.paths) * n_slots)
         chains = _chain_widths(unrolled, used_items, n_slots, dims)
         reuse = _reuse(chains, d, cache_bytes)
+        product, blockwise = _product_cost(batch, unrolled, distinct, path_dim,
+                                           used_items, n_slots, d)
         total = (cost.sum()
                  + (2 * d * d * wraps * chains + BLOCK_OVERHEAD_FLOPS).sum() / reuse
-                 + _product_cost(batch, unrolled, distinct, path_dim,
-                                 used_items, n_slots, d))
+                 + product)
         if total <= lw_cost.sum():
-            return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost)
+            return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost,
+                        blockwise)
     entry_dim = dims[batch._module_codes[unrolled.obj]]
     uses = []
     for key, width in ((unrolled.path, entry_dim + 1), (item, entry_dim)):
@@ -190,7 +195,8 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
 
 def _product_cost(batch, unrolled, distinct, path_dim, used_items, n_slots,
                   sketch_dim):
-    """Operations of the final product, dense or block by block (the cheaper).
+    """Operations of the final product, dense or block by block (the cheaper),
+    and whether block by block is the cheaper.
 
     The columns: a presence column per path, a block of its last module's
     dimension per (path, slot) item used. Block by block only where no two
@@ -198,15 +204,16 @@ def _product_cost(batch, unrolled, distinct, path_dim, used_items, n_slots,
     """
     n_records, n_paths = batch.n_records, len(unrolled.paths)
     n_columns = n_paths + path_dim[used_items // n_slots].sum()
-    cost = dense_product_cost(n_records, n_columns, sketch_dim)
-    if distinct:
-        dims = np.array([block.shape[1] for block in batch._attributes])
-        n_values = dims[batch._module_codes[unrolled.obj]].sum()
-        n_steps = min(unrolled.obj.size,
-                      used_items.size * n_chunks(n_records, sketch_dim))
-        cost = min(cost, block_product_cost(unrolled.obj.size, n_values, n_steps,
-                                            n_records, n_paths, sketch_dim))
-    return cost
+    dense = dense_product_cost(n_records, n_columns, sketch_dim)
+    if not distinct:
+        return dense, False
+    dims = np.array([block.shape[1] for block in batch._attributes])
+    n_values = dims[batch._module_codes[unrolled.obj]].sum()
+    n_steps = min(unrolled.obj.size,
+                  used_items.size * n_chunks(n_records, sketch_dim))
+    block = block_product_cost(unrolled.obj.size, n_values, n_steps, n_records,
+                               n_paths, sketch_dim)
+    return min(dense, block), bool(block < dense)
 
 
 def _reuse(chain_rows, sketch_dim, cache_bytes):

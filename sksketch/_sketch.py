@@ -41,11 +41,13 @@ _CHUNK_ELEMENTS = 2**22
 
 
 def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY,
-                     log=None):
+                     log=None, blockwise=None):
     """Sketch a validated batch unrolled: ``S = Z @ G_stacked^T``, by chunks.
 
     The coefficients ``Z`` are assembled on the host (from the records'
-    structure), the products run on ``backend``.
+    structure), the products run on ``backend``; on NumPy, block by block
+    where that is cheaper (``blockwise``: the plan's verdict, None to price
+    it here).
     """
     if unrolled is None:
         unrolled = unroll(batch)
@@ -60,7 +62,7 @@ def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY,
         g_rows = matrices._cache.put(key, to_backend(
             blocks.stack(layout, dtype=dtype), backend))
     offsets = None
-    if backend is NUMPY:
+    if backend is NUMPY and blockwise is not False:
         # Block by block where rows are sparse and blocks wide (no Z).
         offsets = a_offset, n_offset = block_offsets(batch, unrolled, layout)
         plan = block_plan(batch, unrolled, layout, n_offset, matrices.sketch_dim)
@@ -102,7 +104,7 @@ def _sketch_batch(batch, matrices, dtype, engine="auto", backend=NUMPY, log=None
             f"{int(plan.levelwise.sum())} level-wise")
     if not plan.levelwise.any():
         return _sketch_unrolled(batch, matrices, dtype, plan.unrolled, backend,
-                                log)
+                                log, plan.blockwise)
     if plan.levelwise.all():
         return levelwise_sketch(batch, matrices, dtype, backend)
     parts, order = [], []

@@ -586,10 +586,7 @@ class ActivationRecorder:
         n, c = out.shape[:2]
         positions = out.reshape(n, c, -1)
         p = positions.shape[2]
-        # Norms summed over the channels in the recorder's dtype (a float32
-        # output is converted value by value inside the sum, exactly).
-        strength = np.sqrt(np.einsum("ncp,ncp->np", positions, positions,
-                                     dtype=self.dtype))
+        strength = np.sqrt(_squared_norms(positions, self.dtype))
         k = self._top_k[name]
         if k is not None and k < p and self.threshold is None:
             # Exactly k per record: the k strongest, in position order.
@@ -606,17 +603,15 @@ class ActivationRecorder:
                 mask[np.repeat(np.arange(n), k), _strongest(ranked, k)] = True
                 keep &= mask
             record, position = np.nonzero(keep)  # row-major: by record, position
-        # Channel vectors gathered from the layer's own (n, c, p) tensor, then
-        # converted: conversion is exact or rounds each value alike. On the
-        # CPU, one flat take from its NumPy view (several times faster than
-        # PyTorch's or NumPy's indexing with a slice between two indices).
-        torch = _require_torch()
-        if tensor.device.type == "cpu" and tensor.dtype in (
-                torch.float16, torch.float32, torch.float64):
-            view = tensor.reshape(n, c, p).contiguous().numpy().reshape(-1)
-            flat = (record * (c * p) + position)[:, None] + np.arange(0, c * p, p)
-            attributes = np.take(view, flat).astype(self.dtype, copy=False)
+        # Channel vectors gathered, then converted: conversion is exact or
+        # rounds each value alike, so gathering from ``out`` (on the CPU, the
+        # tensor's NumPy view or its conversion) or from the tensor on its
+        # device (only the kept vectors cross to the host) gives the same.
+        if tensor.device.type == "cpu":
+            attributes = positions[record, :, position].astype(self.dtype,
+                                                               copy=False)
         else:
+            torch = _require_torch()
             index = [torch.as_tensor(i, device=tensor.device)
                      for i in (record, position)]
             attributes = tensor.reshape(n, c, p)[index[0], :, index[1]].to(
@@ -676,16 +671,40 @@ def _as_numpy(tensor, dtype, torch):
 
     In the recorder's ``dtype``, except a float32 CPU output of spatial
     positions recorded in float64: its NumPy view, unconverted. The norms
-    then convert the values (exactly) in einsum's buffers as they sum,
+    (``_squared_norms``) and the kept channel vectors are converted alone,
     without a float64 copy of the whole output (fresh memory: a page fault
-    every 512 values); the sketches of both benchmark CNNs and the tests'
-    records came out bit-identical to those of the converted copy.
+    every 512 values).
     """
     if (dtype == np.float64 and tensor.dtype == torch.float32
             and tensor.device.type == "cpu" and tensor.ndim > 2):
         return tensor.numpy()
     return tensor.to("cpu", torch.float64 if dtype == np.float64
                      else torch.float32).numpy()
+
+
+# Values converted at a time for the norms (float64: 1 MiB, in the L2 cache).
+_NORM_CHUNK_VALUES = 2**17
+
+
+def _squared_norms(positions, dtype):
+    """Sums of squares over the channels of an (n, c, p) array, in ``dtype``.
+
+    An array of another dtype is converted a few records at a time into a
+    cache-sized buffer (no copy of the whole output), each chunk summed by
+    the same einsum as a converted copy: the sums of a record depend only
+    on its own values, so the bits are the same.
+    """
+    if positions.dtype == dtype:
+        return np.einsum("ncp,ncp->np", positions, positions)
+    n, c, p = positions.shape
+    step = max(1, _NORM_CHUNK_VALUES // max(c * p, 1))
+    buffer = np.empty((min(step, n), c, p), dtype)
+    sums = np.empty((n, p), dtype)
+    for lo in range(0, n, step):
+        chunk = buffer[:min(step, n - lo)]
+        chunk[...] = positions[lo:lo + step]
+        np.einsum("ncp,ncp->np", chunk, chunk, out=sums[lo:lo + step])
+    return sums
 
 
 def _strongest(strength, k):

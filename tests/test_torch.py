@@ -146,9 +146,9 @@ def test_recorded_batch_is_the_one_the_validating_constructor_builds(options):
 
 @pytest.mark.parametrize("variant", ["float32", "channels_last", "bfloat16"])
 def test_attributes_are_the_outputs_at_the_kept_positions(variant):
-    # NumPy's flat gather (CPU tensors of NumPy's float types, whatever their
-    # memory layout) and PyTorch's indexing (other dtypes, other devices)
-    # must both give each kept position's channel vector, converted exactly.
+    # Gathered from the output's NumPy view (float32, whatever its memory
+    # layout) or from its conversion (bfloat16, which NumPy lacks), each
+    # kept position's channel vector, converted exactly.
     model = _demo_like_cnn()
     x = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     if variant == "channels_last":
@@ -474,3 +474,19 @@ def test_one_recorder_follows_inputs_of_changing_sizes():
         _same_batch(batch, ActivationRecorder(model, layers, top_k=4).record(x))
         n_edges.add(batch._parent.size)
     assert len(n_edges) > 1  # the sizes wired differently
+
+
+@pytest.mark.parametrize("shape", [(37, 5, 9), (11, 300, 1), (3, 2, 700)])
+def test_norms_of_a_float32_output_are_those_of_its_float64_copy(shape,
+                                                                 monkeypatch):
+    # Converted a few records at a time (here 1 to 40 per chunk), the sums
+    # of squares must be the bits of the same sums over a converted copy.
+    from sksketch import torch as recorder_module
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * rng.uniform(0.1, 10, shape)).astype(np.float32)
+    copy = x.astype(np.float64)
+    expected = np.einsum("ncp,ncp->np", copy, copy)
+    monkeypatch.setattr(recorder_module, "_NORM_CHUNK_VALUES", 200)
+    got = recorder_module._squared_norms(x, np.dtype(np.float64))
+    assert got.dtype == np.float64 and np.array_equal(got, expected)
