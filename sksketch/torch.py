@@ -318,7 +318,9 @@ class ActivationRecorder:
     of inputs (detached, under ``torch.no_grad()``, the model's train/eval
     mode left as it is) and turn them into a :class:`~sksketch.RecordBatch`,
     one record per input, built from arrays without a Python object per
-    activation.
+    activation. Each output is read as its layer returns it (before a later
+    in-place operation, such as ``ReLU(inplace=True)``, can change it) and
+    not kept: the forward pass frees its memory as it would without hooks.
 
     - An output of shape ``(N, C, *spatial)`` (a convolution, a pooling)
       gives one object per spatial position: ``slot`` is the position's
@@ -486,8 +488,23 @@ class ActivationRecorder:
             if name in self._outputs:
                 raise ValueError(f"ActivationRecorder: layer {name!r} ran twice "
                                  f"in one forward pass; record one call of it")
-            self._outputs[name] = output.detach()
+            # Selected at once, while the output is in the cache and before a
+            # later in-place operation can change it; the tensor is not kept,
+            # so the forward pass frees and reuses its memory as without hooks.
+            self._outputs[name] = self._selected(name, output.detach(), torch)
         return hook
+
+    def _selected(self, name, tensor, torch):
+        """(output shape, kept objects) of one layer's output (``_select``)."""
+        if tensor.ndim < 2:
+            raise ValueError(f"ActivationRecorder: layer {name!r} output has "
+                             f"shape {tuple(tensor.shape)}; expected (N, C, ...) "
+                             f"or (N, F)")
+        out = _as_numpy(tensor, self.dtype, torch)
+        shape = out.shape
+        if out.ndim == 2:
+            out = out[:, :, None]  # one position
+        return shape, self._select(name, out, tensor)
 
     # -- recording -----------------------------------------------------------
     def record(self, inputs):
@@ -521,18 +538,10 @@ class ActivationRecorder:
         if missing:
             raise ValueError(f"ActivationRecorder: layers {missing} did not run "
                              f"in the forward pass")
-        arrays = {}
-        for name in self.layers:
-            out = outputs[name]
-            if out.ndim < 2:
-                raise ValueError(f"ActivationRecorder: layer {name!r} output has "
-                                 f"shape {tuple(out.shape)}; expected (N, C, ...) "
-                                 f"or (N, F)")
-            arrays[name] = _as_numpy(out, self.dtype, torch)
         if not hasattr(self, "fields_"):
-            self.shapes_ = {name: a.shape[1:] for name, a in arrays.items()}
+            self.shapes_ = {name: outputs[name][0][1:] for name in self.layers}
             self.fields_ = self._fields()
-        return self._build(arrays, outputs)
+        return self._build(outputs)
 
     def iter_batches(self, loader):
         """Record every batch of ``loader``, one RecordBatch at a time.
@@ -620,17 +629,14 @@ class ActivationRecorder:
         return (record, position, attributes,
                 np.take(strength.reshape(-1), record * p + position))
 
-    def _build(self, arrays, tensors):
-        n = next(iter(arrays.values())).shape[0]
+    def _build(self, selected):
+        """The batch from every layer's (output shape, kept objects)."""
+        n = selected[self.layers[0]][0][0]
         layers, parent, child = [], [], []
         previous = None  # (object ids, record, position, spatial shape)
         offset = 0
         for index, name in enumerate(self.layers):
-            out = arrays[name]
-            if out.ndim == 2:
-                out = out[:, :, None]  # one position
-            record, position, attrs, strength = self._select(name, out,
-                                                             tensors[name])
+            shape, (record, position, attrs, strength) = selected[name]
             ids = offset + np.arange(record.size)
             offset += record.size
             if self.weight == "norm":
@@ -649,7 +655,7 @@ class ActivationRecorder:
                                      f"record {record[bad[0]]}: field 'weight' "
                                      f"must be finite and >= 0; got {w[bad[0]]}")
             layers.append((name, record, position, w, attrs))
-            spatial = out.shape[2:]
+            spatial = shape[2:]
             if previous is not None:
                 p, c = _edges(ids, record, position, spatial, previous,
                               self.fields_[index - 1], n)

@@ -490,3 +490,20 @@ def test_norms_of_a_float32_output_are_those_of_its_float64_copy(shape,
     monkeypatch.setattr(recorder_module, "_NORM_CHUNK_VALUES", 200)
     got = recorder_module._squared_norms(x, np.dtype(np.float64))
     assert got.dtype == np.float64 and np.array_equal(got, expected)
+
+
+def test_outputs_are_read_before_a_later_in_place_operation():
+    # An in-place ReLU after conv1 rewrites conv1's output tensor: the
+    # recorder must keep what conv1 gave (negative values included).
+    model = _demo_like_cnn()
+    model.relu = nn.ReLU(inplace=True)
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    batch = ActivationRecorder(model, ["conv1", "conv2", "fc"]).record(x)
+    with torch.no_grad():
+        conv1 = model.conv1(x).to(torch.float64).reshape(4, 4, -1).numpy()
+    code = batch._module_names.index("conv1")
+    members = np.flatnonzero(batch._module_codes == code)
+    slots = np.asarray(batch._slot_keys)[batch._slot_codes[members]]
+    attributes = batch._attributes[code][batch._rows[members]]
+    assert (attributes < 0).any()
+    assert np.array_equal(attributes, conv1[batch._record[members], :, slots])
