@@ -12,10 +12,12 @@ thread, best of ``--repeat``:
 - ``COEFFICIENT_FLOPS``: gathering and weighting the attribute values, per
   value (the block-wise product's ``weighted_values``);
 - ``DENSE_CELL_FLOPS``: building the dense ``Z`` besides its values, per cell;
-- ``ROW_UPDATE_FLOPS`` and ``BLOCK_STEP_FLOPS``: the block-wise product's
-  loop, fitted by least squares over both networks and every ``d`` (per
-  entry and sketch dimension; per block run) once its arithmetic
-  (``2 d`` per value) is taken out.
+- ``DENSE_PRODUCT_SHARE``: the dense product's time over its nominal
+  arithmetic (``2 d`` per cell);
+- ``BLOCK_PRODUCT_SHARE``, ``ROW_UPDATE_FLOPS`` and ``BLOCK_STEP_FLOPS``: the
+  block-wise product's loop, fitted by least squares over both networks and
+  every ``d`` (per nominal operation, ``2 d`` per value; per entry and
+  sketch dimension; per block run).
 
 Prints the measurements and the fitted constants beside the ones in use.
 Run: ``python benchmarks/calibrate_plan.py [--dims 32 64 128 256]``
@@ -135,7 +137,8 @@ def main():
         fit_rhs.append(left)
         print(f"{network:>9} {d:>4} {rate / 1e9:>8.1f} {entry[-1]:>7.0f} "
               f"{coef[-1]:>6.0f} {cell[-1]:>6.1f} {s['block']:>8.3f}")
-    print("dense product: lw-priced operations per 2 d cell:", np.round(dense, 2))
+    print("dense product: operations per nominal one (DENSE_PRODUCT_SHARE, in use "
+          f"{blocks.DENSE_PRODUCT_SHARE}):", np.round(dense, 2))
     (arith, row_update, step), *_ = np.linalg.lstsq(np.array(fit_rows, float),
                                              np.array(fit_rhs), rcond=None)
     print("constant            measured (median / fit)   in use")
@@ -143,7 +146,7 @@ def main():
             ("ENTRY_FLOPS", np.median(entry), plan.ENTRY_FLOPS),
             ("COEFFICIENT_FLOPS", np.median(coef), plan.COEFFICIENT_FLOPS),
             ("DENSE_CELL_FLOPS", np.median(cell), blocks.DENSE_CELL_FLOPS),
-            ("block arithmetic", arith, 1.0),
+            ("BLOCK_PRODUCT_SHARE", arith, blocks.BLOCK_PRODUCT_SHARE),
             ("ROW_UPDATE_FLOPS", row_update, blocks.ROW_UPDATE_FLOPS),
             ("BLOCK_STEP_FLOPS", step, blocks.BLOCK_STEP_FLOPS)):
         print(f"{name:<20} {value:>12,.1f} {used:>18,.1f}")
