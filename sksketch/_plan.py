@@ -24,19 +24,36 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._block_product import (
+    block_product_cost,
+    dense_product_cost,
+    distinct_per_record,
+    n_chunks,
+)
 from ._unroll import distinct_values, unroll
 
 # Costs of the unrolled engine's array work, in floating-point operations of
-# the level-wise engine's products (which run at 10-30 GFLOP/s on 2-core x86
-# machines): unrolling costs 60-430 ns per (object, path) entry and the
-# coefficient build 8-30 ns per coefficient value (a gather, a multiply, a
-# scattered add), measured with benchmarks/bench_shapes.py's shapes.
+# the level-wise engine as priced by levelwise_cost (10-20 GFLOP/s of them on
+# one core of a 2-core x86 machine). Measured with
+# benchmarks/calibrate_plan.py on two recorded CNNs at d = 32..256:
+# unrolling costs 900-1,500 per (object, path) entry; gathering and weighting
+# a coefficient value 25-45 where no two entries of a record share an
+# attribute block (the values are written row by row, or multiplied block
+# by block). Where they share one (trees whose objects repeat a slot), every
+# value is added by a bincount: about 300 in all, measured on a batch of
+# trees, so the difference is charged once the entries are known.
 ENTRY_FLOPS = 1500.0
-COEFFICIENT_FLOPS = 400.0
+COEFFICIENT_FLOPS = 40.0
+SHARED_BLOCK_VALUE_FLOPS = 260.0
 PATH_MODULE_FLOPS = 200.0
 # Every call handles each distinct path as a tuple of module names (layout,
 # block look-ups, hashing): about 5 us per module of every path, measured on
-# a chain of 2,000 objects (2 million path modules: 11 s).
+# a chain of 2,000 objects (2 million path modules: 11 s). Charged while
+# unrolling, shared by the records that reach a path together, so that a
+# lattice's capped unrolling stops before registering more paths than its
+# level-wise cost can pay for (a coefficient value became 10 times cheaper
+# to price; without it, planning a lattice of 24 layers took 3-4 times the
+# level-wise engine's time).
 PATH_KEY_FLOPS = 1e5
 # Python overhead of one path block (cache look-ups, small products).
 BLOCK_OVERHEAD_FLOPS = 2e5
@@ -74,6 +91,9 @@ class Plan(NamedTuple):
     unrolled: object
     unrolled_cost: np.ndarray
     levelwise_cost: np.ndarray
+    #: Whether the final product was priced cheaper block by block (None:
+    #: not priced for the whole batch).
+    blockwise: bool | None = None
 
 
 def levelwise_cost(batch, sketch_dim, wrapper):
@@ -108,34 +128,39 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
     entry_cost = ENTRY_FLOPS + COEFFICIENT_FLOPS * (dims[batch._module_codes] + 1)
     budget = np.full(n_records, np.inf) if force == "unrolled" else lw_cost
     unrolled = unroll(batch, budget=budget, entry_cost=entry_cost,
-                      depth_cost=PATH_MODULE_FLOPS)
+                      depth_cost=PATH_MODULE_FLOPS, path_cost=PATH_KEY_FLOPS)
     over, cost = unrolled.over_budget, unrolled.cost
     record = batch._record[unrolled.obj]
+    n_slots = max(len(batch._slot_keys), 1)
+    item = unrolled.path * n_slots + batch._slot_codes[unrolled.obj]
+    distinct = distinct_per_record(record, item, n_records,
+                                   len(unrolled.paths) * n_slots)
+    if not distinct:
+        cost = cost + np.bincount(record, weights=SHARED_BLOCK_VALUE_FLOPS * (
+            dims[batch._module_codes[unrolled.obj]] + 1), minlength=n_records)
     path_length = np.array([len(p) for p in unrolled.paths] or [0], float)
     # Column blocks: each distinct (path, slot) is a chain of products with
     # d x d matrices, one per module of the path at most (fewer when its
     # suffixes are built for other paths), shared by the records that use
-    # it; the final product costs 2 d per record and column.
-    n_slots = max(len(batch._slot_keys), 1)
+    # it; the final product costs 2 d per record and column (dense) or per
+    # value (block by block).
     wraps = 2.0 if wrapper != "none" else 1.0
-    item = unrolled.path * n_slots + batch._slot_codes[unrolled.obj]
     if not over.any():
         # The whole batch unrolled, priced at once (no per-record pass): the
         # usual case for trees and layered networks.
         name_dim = dict(zip(batch._module_names, dims.tolist()))
         path_dim = np.array([name_dim[p[-1]] for p in unrolled.paths] or [0.0])
-        used_paths = distinct_values(unrolled.path, len(unrolled.paths))
         used_items = distinct_values(item, len(unrolled.paths) * n_slots)
-        widths = np.concatenate((path_dim[used_paths] + 1,
-                                 path_dim[used_items // n_slots]))
         chains = _chain_widths(unrolled, used_items, n_slots, dims)
         reuse = _reuse(chains, d, cache_bytes)
+        product, blockwise = _product_cost(batch, unrolled, distinct, path_dim,
+                                           used_items, n_slots, d)
         total = (cost.sum()
                  + (2 * d * d * wraps * chains + BLOCK_OVERHEAD_FLOPS).sum() / reuse
-                 + 2 * d * n_records * widths.sum()
-                 + PATH_KEY_FLOPS * path_length[used_paths].sum())
+                 + product)
         if total <= lw_cost.sum():
-            return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost)
+            return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost,
+                        blockwise)
     entry_dim = dims[batch._module_codes[unrolled.obj]]
     uses = []
     for key, width in ((unrolled.path, entry_dim + 1), (item, entry_dim)):
@@ -155,19 +180,40 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
     bound = sum(((2 * d * d * wraps * width + BLOCK_OVERHEAD_FLOPS) * steps
                  / n_users).sum() for _, width, steps, n_users in uses)
     scale = exact / max(bound, 1.0) / reuse
-    for (block_record, block_width, steps, n_users), keys in zip(uses, (1.0, 0.0)):
+    # (The path keys are in ``cost`` already: unrolling charged them.)
+    for block_record, block_width, steps, n_users in uses:
         build = ((2 * block_width * d * d * wraps + BLOCK_OVERHEAD_FLOPS) * steps
                  / n_users * scale)
-        # The path keys: charged with the presence blocks, one per path.
-        handling = keys * PATH_KEY_FLOPS * steps / n_users
-        cost += np.bincount(block_record,
-                            weights=build + handling + 2 * d * block_width,
+        cost += np.bincount(block_record, weights=build + 2 * d * block_width,
                             minlength=n_records)
     cost[over] = np.inf
     if force == "unrolled":
         return Plan(np.zeros(n_records, bool), unrolled, cost, lw_cost)
     levelwise = cost > lw_cost
     return Plan(levelwise, None if levelwise.any() else unrolled, cost, lw_cost)
+
+
+def _product_cost(batch, unrolled, distinct, path_dim, used_items, n_slots,
+                  sketch_dim):
+    """Operations of the final product, dense or block by block (the cheaper),
+    and whether block by block is the cheaper.
+
+    The columns: a presence column per path, a block of its last module's
+    dimension per (path, slot) item used. Block by block only where no two
+    entries of a record share an item (``distinct``).
+    """
+    n_records, n_paths = batch.n_records, len(unrolled.paths)
+    n_columns = n_paths + path_dim[used_items // n_slots].sum()
+    dense = dense_product_cost(n_records, n_columns, sketch_dim)
+    if not distinct:
+        return dense, False
+    dims = np.array([block.shape[1] for block in batch._attributes])
+    n_values = dims[batch._module_codes[unrolled.obj]].sum()
+    n_steps = min(unrolled.obj.size,
+                  used_items.size * n_chunks(n_records, sketch_dim))
+    block = block_product_cost(unrolled.obj.size, n_values, n_steps, n_records,
+                               n_paths, sketch_dim)
+    return min(dense, block), bool(block < dense)
 
 
 def _reuse(chain_rows, sketch_dim, cache_bytes):

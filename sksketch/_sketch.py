@@ -25,12 +25,13 @@ from ._array_api import (
     zeros,
 )
 from ._batch import as_batch
+from ._block_product import block_plan, block_sketch
 from ._levelwise import levelwise_sketch
 from ._paths import PathBlocks
 from ._plan import plan_sketch
 from ._random import ModuleMatrices
 from ._threads import blas_threads_for
-from ._unroll import ColumnLayout, coefficient_chunks, unroll
+from ._unroll import ColumnLayout, block_offsets, coefficient_chunks, unroll
 from ._verbose import Progress
 
 # Records per chunk: at most this many coefficient values (their index and
@@ -40,11 +41,13 @@ _CHUNK_ELEMENTS = 2**22
 
 
 def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY,
-                     log=None):
+                     log=None, blockwise=None):
     """Sketch a validated batch unrolled: ``S = Z @ G_stacked^T``, by chunks.
 
     The coefficients ``Z`` are assembled on the host (from the records'
-    structure), the products run on ``backend``.
+    structure), the products run on ``backend``; on NumPy, block by block
+    where that is cheaper (``blockwise``: the plan's verdict, None to price
+    it here).
     """
     if unrolled is None:
         unrolled = unroll(batch)
@@ -58,6 +61,17 @@ def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY,
         blocks = PathBlocks(matrices, batch.module_dims)
         g_rows = matrices._cache.put(key, to_backend(
             blocks.stack(layout, dtype=dtype), backend))
+    offsets = None
+    if backend is NUMPY and blockwise is not False:
+        # Block by block where rows are sparse and blocks wide (no Z).
+        offsets = a_offset, n_offset = block_offsets(batch, unrolled, layout)
+        plan = block_plan(batch, unrolled, layout, n_offset, matrices.sketch_dim)
+        if plan is not None:
+            if log is not None:
+                log(lambda: f"{batch.n_records} records sketched block by block "
+                    f"({plan.starts.size} blocks)", level=2)
+            return block_sketch(batch, unrolled, layout, g_rows, dtype, a_offset,
+                                plan)
     # Coefficients are assembled on the host.
     host = batch if backend is NUMPY else batch.to_namespace(np)
     sketches = zeros(backend, (batch.n_records, matrices.sketch_dim), dtype)
@@ -66,7 +80,8 @@ def _sketch_unrolled(batch, matrices, dtype, unrolled=None, backend=NUMPY,
         batch.n_records, 1)
     chunk_size = int(max(1, min(_CHUNK_VALUES // max(values_per_record, 1),
                                 _CHUNK_ELEMENTS // max(layout.n_columns, 1))))
-    for lo, hi, z in coefficient_chunks(host, unrolled, layout, chunk_size):
+    for lo, hi, z in coefficient_chunks(host, unrolled, layout, chunk_size,
+                                        offsets):
         with blas_threads_for(2.0 * z.size * matrices.sketch_dim):
             sketches[lo:hi, ...] = to_backend(z, backend, dtype) @ g_rows
         if log is not None:
@@ -89,7 +104,7 @@ def _sketch_batch(batch, matrices, dtype, engine="auto", backend=NUMPY, log=None
             f"{int(plan.levelwise.sum())} level-wise")
     if not plan.levelwise.any():
         return _sketch_unrolled(batch, matrices, dtype, plan.unrolled, backend,
-                                log)
+                                log, plan.blockwise)
     if plan.levelwise.all():
         return levelwise_sketch(batch, matrices, dtype, backend)
     parts, order = [], []

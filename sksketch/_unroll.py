@@ -53,7 +53,8 @@ class Unrolled(NamedTuple):
     path_module: np.ndarray | None = None
 
 
-def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.0):
+def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.0,
+           path_cost=0.0):
     """Unroll a :class:`RecordBatch` into path entries, down to ``max_depth``.
 
     ``max_depth`` counts modules on a path (1: roots only); ``None`` follows
@@ -63,9 +64,12 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
     every entry costs ``entry_cost[obj] + depth_cost * depth`` (the coefficient
     work, plus the path's length for its key), and a record whose running cost passes
     its budget is dropped on the spot, flagged in ``over_budget`` and left
-    with no entries. Merged walks mean a record costs at most its number of
-    (object, module path) pairs times its largest fan-out before it is
-    dropped, however many paths it holds.
+    with no entries. Each new path also costs ``path_cost`` per module (its
+    key's handling), shared by the entries that create it together: a path
+    a thousand records reach costs each little, a lattice's paths each
+    cost their one record in full. Merged walks mean a record costs at most
+    its number of (object, module path) pairs times its largest fan-out
+    before it is dropped, however many paths it holds.
     """
     n_objects = batch.n_objects
     module = batch._module_codes
@@ -111,6 +115,7 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
     path = np.full(obj.size, -1, np.intp)
     eff = weight[obj]
     levels = []
+    n_paths = 0
     depth = 0
     while obj.size and (max_depth is None or depth < max_depth):
         if budget is not None:
@@ -124,6 +129,14 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
         # Register paths only now, so that a dropped record never builds the
         # keys of paths it alone would have.
         path = register(path, module[obj])
+        if budget is not None and path_cost and len(paths) > n_paths:
+            # The entries reaching a path new in this call share its cost.
+            new = np.flatnonzero(path >= n_paths)
+            local = path[new] - n_paths
+            counts = np.bincount(local, minlength=len(paths) - n_paths)
+            spent += np.bincount(record_of[obj[new]], minlength=batch.n_records,
+                                 weights=path_cost * (depth + 1) / counts[local])
+        n_paths = len(paths)
         levels.append((path, obj, eff))
         depth += 1
         source, kids = expand(indptr, indices, obj)
@@ -158,6 +171,8 @@ def unroll(batch, max_depth=None, *, budget=None, entry_cost=None, depth_cost=0.
         return Unrolled(paths, empty, empty, np.zeros(0), over, spent,
                         path_parent, path_module)
     path, obj, eff = (np.concatenate(parts) for parts in zip(*levels))
+    if over is not None:
+        over |= spent > budget
     if over is not None and over.any():
         keep = ~over[batch._record[obj]]
         path, obj, eff = path[keep], obj[keep], eff[keep]
@@ -339,7 +354,7 @@ def _offset_tables(paths, slot_keys, layout):
     return a_table, n_table
 
 
-def coefficient_chunks(batch, unrolled, layout, chunk_size):
+def coefficient_chunks(batch, unrolled, layout, chunk_size, offsets=None):
     """Dense coefficient matrices ``Z`` with ``S = Z @ G_stacked^T``, by chunk.
 
     Yields ``(lo, hi, Z)`` for runs of at most ``chunk_size`` whole records:
@@ -349,6 +364,7 @@ def coefficient_chunks(batch, unrolled, layout, chunk_size):
     Everything per entry -- its chunk, module, row and column offsets -- is
     computed once; the entries are then sorted by (chunk, module) with a
     linear-time radix sort, so each chunk and module is a contiguous run.
+    ``offsets``: ``block_offsets``' result, where the caller has it.
     """
     n_records, n_columns = batch.n_records, layout.n_columns
     chunk_size = max(1, min(chunk_size, max(n_records, 1)))
@@ -363,7 +379,8 @@ def coefficient_chunks(batch, unrolled, layout, chunk_size):
                                   else np.uint64), kind="stable")
     bounds = np.concatenate(([0], np.cumsum(np.bincount(
         key, minlength=n_chunks * n_modules)))).reshape(-1)
-    a_offset, n_offset = block_offsets(batch, unrolled, layout)
+    a_offset, n_offset = (block_offsets(batch, unrolled, layout) if offsets is None
+                          else offsets)
     row_start = (record % chunk_size) * n_columns
     a_start = (row_start + a_offset)[order]
     n_start = (row_start + n_offset)[order]
@@ -374,7 +391,8 @@ def coefficient_chunks(batch, unrolled, layout, chunk_size):
     for chunk in range(n_chunks):
         lo, hi = chunk * chunk_size, min((chunk + 1) * chunk_size, n_records)
         run = slice(bounds[chunk * n_modules], bounds[(chunk + 1) * n_modules])
-        if _all_distinct(n_start[run], (hi - lo) * n_columns):
+        # (+ 1: a block of width 0 may start where Z's row ends.)
+        if _all_distinct(n_start[run], (hi - lo) * n_columns + 1):
             z = _blocks_written(batch, bounds[chunk * n_modules:], rows, eff,
                                 a_start, n_start, run, (hi - lo) * n_columns,
                                 workspace)

@@ -318,7 +318,9 @@ class ActivationRecorder:
     of inputs (detached, under ``torch.no_grad()``, the model's train/eval
     mode left as it is) and turn them into a :class:`~sksketch.RecordBatch`,
     one record per input, built from arrays without a Python object per
-    activation.
+    activation. Each output is read as its layer returns it (before a later
+    in-place operation, such as ``ReLU(inplace=True)``, can change it) and
+    not kept: the forward pass frees its memory as it would without hooks.
 
     - An output of shape ``(N, C, *spatial)`` (a convolution, a pooling)
       gives one object per spatial position: ``slot`` is the position's
@@ -486,8 +488,23 @@ class ActivationRecorder:
             if name in self._outputs:
                 raise ValueError(f"ActivationRecorder: layer {name!r} ran twice "
                                  f"in one forward pass; record one call of it")
-            self._outputs[name] = output.detach()
+            # Selected at once, while the output is in the cache and before a
+            # later in-place operation can change it; the tensor is not kept,
+            # so the forward pass frees and reuses its memory as without hooks.
+            self._outputs[name] = self._selected(name, output.detach(), torch)
         return hook
+
+    def _selected(self, name, tensor, torch):
+        """(output shape, kept objects) of one layer's output (``_select``)."""
+        if tensor.ndim < 2:
+            raise ValueError(f"ActivationRecorder: layer {name!r} output has "
+                             f"shape {tuple(tensor.shape)}; expected (N, C, ...) "
+                             f"or (N, F)")
+        out = _as_numpy(tensor, self.dtype, torch)
+        shape = out.shape
+        if out.ndim == 2:
+            out = out[:, :, None]  # one position
+        return shape, self._select(name, out, tensor)
 
     # -- recording -----------------------------------------------------------
     def record(self, inputs):
@@ -521,19 +538,10 @@ class ActivationRecorder:
         if missing:
             raise ValueError(f"ActivationRecorder: layers {missing} did not run "
                              f"in the forward pass")
-        arrays = {}
-        for name in self.layers:
-            out = outputs[name]
-            if out.ndim < 2:
-                raise ValueError(f"ActivationRecorder: layer {name!r} output has "
-                                 f"shape {tuple(out.shape)}; expected (N, C, ...) "
-                                 f"or (N, F)")
-            arrays[name] = out.to("cpu", torch.float64 if self.dtype == np.float64
-                                  else torch.float32).numpy()
         if not hasattr(self, "fields_"):
-            self.shapes_ = {name: a.shape[1:] for name, a in arrays.items()}
+            self.shapes_ = {name: outputs[name][0][1:] for name in self.layers}
             self.fields_ = self._fields()
-        return self._build(arrays, outputs)
+        return self._build(outputs)
 
     def iter_batches(self, loader):
         """Record every batch of ``loader``, one RecordBatch at a time.
@@ -581,13 +589,13 @@ class ActivationRecorder:
     def _select(self, name, out, tensor):
         """Kept objects of one layer: (record, flat position, attributes).
 
-        ``out``: the layer's output in the recorder's dtype; ``tensor``: the
-        same output as the layer gave it.
+        ``out``: the layer's output as a NumPy array (``_as_numpy``);
+        ``tensor``: the same output as the layer gave it.
         """
         n, c = out.shape[:2]
         positions = out.reshape(n, c, -1)
         p = positions.shape[2]
-        strength = np.sqrt(np.einsum("ncp,ncp->np", positions, positions))
+        strength = np.sqrt(_squared_norms(positions, self.dtype))
         k = self._top_k[name]
         if k is not None and k < p and self.threshold is None:
             # Exactly k per record: the k strongest, in position order.
@@ -604,28 +612,31 @@ class ActivationRecorder:
                 mask[np.repeat(np.arange(n), k), _strongest(ranked, k)] = True
                 keep &= mask
             record, position = np.nonzero(keep)  # row-major: by record, position
-        # Channel vectors gathered by PyTorch from the layer's own (n, c, p)
-        # tensor (twice as fast as NumPy's gather from the converted copy),
-        # then converted: conversion is exact or rounds each value alike.
-        torch = _require_torch()
-        index = [torch.as_tensor(i, device=tensor.device) for i in (record, position)]
-        attributes = tensor.reshape(n, c, p)[index[0], :, index[1]].to(
-            "cpu", torch.float64 if out.dtype == np.float64 else torch.float32
-        ).numpy()
+        # Channel vectors gathered, then converted: conversion is exact or
+        # rounds each value alike, so gathering from ``out`` (on the CPU, the
+        # tensor's NumPy view or its conversion) or from the tensor on its
+        # device (only the kept vectors cross to the host) gives the same.
+        if tensor.device.type == "cpu":
+            attributes = positions[record, :, position].astype(self.dtype,
+                                                               copy=False)
+        else:
+            torch = _require_torch()
+            index = [torch.as_tensor(i, device=tensor.device)
+                     for i in (record, position)]
+            attributes = tensor.reshape(n, c, p)[index[0], :, index[1]].to(
+                "cpu", torch.float64 if self.dtype == np.float64 else torch.float32
+            ).numpy()
         return (record, position, attributes,
                 np.take(strength.reshape(-1), record * p + position))
 
-    def _build(self, arrays, tensors):
-        n = next(iter(arrays.values())).shape[0]
+    def _build(self, selected):
+        """The batch from every layer's (output shape, kept objects)."""
+        n = selected[self.layers[0]][0][0]
         layers, parent, child = [], [], []
         previous = None  # (object ids, record, position, spatial shape)
         offset = 0
         for index, name in enumerate(self.layers):
-            out = arrays[name]
-            if out.ndim == 2:
-                out = out[:, :, None]  # one position
-            record, position, attrs, strength = self._select(name, out,
-                                                             tensors[name])
+            shape, (record, position, attrs, strength) = selected[name]
             ids = offset + np.arange(record.size)
             offset += record.size
             if self.weight == "norm":
@@ -644,7 +655,7 @@ class ActivationRecorder:
                                      f"record {record[bad[0]]}: field 'weight' "
                                      f"must be finite and >= 0; got {w[bad[0]]}")
             layers.append((name, record, position, w, attrs))
-            spatial = out.shape[2:]
+            spatial = shape[2:]
             if previous is not None:
                 p, c = _edges(ids, record, position, spatial, previous,
                               self.fields_[index - 1], n)
@@ -659,6 +670,47 @@ class ActivationRecorder:
             layers, n_records=n,
             parent=np.concatenate(parent) if parent else empty,
             child=np.concatenate(child) if child else empty, dtype=self.dtype)
+
+
+def _as_numpy(tensor, dtype, torch):
+    """A layer's output as a NumPy array for the norms of its positions.
+
+    In the recorder's ``dtype``, except a float32 CPU output of spatial
+    positions recorded in float64: its NumPy view, unconverted. The norms
+    (``_squared_norms``) and the kept channel vectors are converted alone,
+    without a float64 copy of the whole output (fresh memory: a page fault
+    every 512 values).
+    """
+    if (dtype == np.float64 and tensor.dtype == torch.float32
+            and tensor.device.type == "cpu" and tensor.ndim > 2):
+        return tensor.numpy()
+    return tensor.to("cpu", torch.float64 if dtype == np.float64
+                     else torch.float32).numpy()
+
+
+# Values converted at a time for the norms (float64: 1 MiB, in the L2 cache).
+_NORM_CHUNK_VALUES = 2**17
+
+
+def _squared_norms(positions, dtype):
+    """Sums of squares over the channels of an (n, c, p) array, in ``dtype``.
+
+    An array of another dtype is converted a few records at a time into a
+    cache-sized buffer (no copy of the whole output), each chunk summed by
+    the same einsum as a converted copy: the sums of a record depend only
+    on its own values, so the bits are the same.
+    """
+    if positions.dtype == dtype:
+        return np.einsum("ncp,ncp->np", positions, positions)
+    n, c, p = positions.shape
+    step = max(1, _NORM_CHUNK_VALUES // max(c * p, 1))
+    buffer = np.empty((min(step, n), c, p), dtype)
+    sums = np.empty((n, p), dtype)
+    for lo in range(0, n, step):
+        chunk = buffer[:min(step, n - lo)]
+        chunk[...] = positions[lo:lo + step]
+        np.einsum("ncp,ncp->np", chunk, chunk, out=sums[lo:lo + step])
+    return sums
 
 
 def _strongest(strength, k):

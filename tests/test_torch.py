@@ -144,6 +144,36 @@ def test_recorded_batch_is_the_one_the_validating_constructor_builds(options):
     _same_batch(checked, batch)
 
 
+@pytest.mark.parametrize("variant", ["float32", "channels_last", "bfloat16"])
+def test_attributes_are_the_outputs_at_the_kept_positions(variant):
+    # Gathered from the output's NumPy view (float32, whatever its memory
+    # layout) or from its conversion (bfloat16, which NumPy lacks), each
+    # kept position's channel vector, converted exactly.
+    model = _demo_like_cnn()
+    x = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    if variant == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    elif variant == "bfloat16":
+        model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
+    layers = ["conv1", "conv2", "fc"]
+    outputs = {}
+    modules = dict(model.named_modules())
+    hooks = [modules[name].register_forward_hook(
+        lambda module, inputs, output, name=name: outputs.update({name: output}))
+        for name in layers]
+    batch = ActivationRecorder(model, layers, top_k=3).record(x)
+    for hook in hooks:
+        hook.remove()
+    slots = np.asarray(batch._slot_keys)[batch._slot_codes]
+    for code, name in enumerate(batch._module_names):
+        members = np.flatnonzero(batch._module_codes == code)
+        out = outputs[name].to(torch.float64).reshape(6, outputs[name].shape[1], -1)
+        expected = out[batch._record[members], :, slots[members]].numpy()
+        assert members.size and np.array_equal(
+            batch._attributes[code][batch._rows[members]], expected), name
+
+
 def test_a_layer_keeping_no_object_and_non_finite_activations():
     model = _demo_like_cnn()
     batch = ActivationRecorder(model, ["conv1", "conv2", "fc"],
@@ -444,3 +474,36 @@ def test_one_recorder_follows_inputs_of_changing_sizes():
         _same_batch(batch, ActivationRecorder(model, layers, top_k=4).record(x))
         n_edges.add(batch._parent.size)
     assert len(n_edges) > 1  # the sizes wired differently
+
+
+@pytest.mark.parametrize("shape", [(37, 5, 9), (11, 300, 1), (3, 2, 700)])
+def test_norms_of_a_float32_output_are_those_of_its_float64_copy(shape,
+                                                                 monkeypatch):
+    # Converted a few records at a time (here 1 to 40 per chunk), the sums
+    # of squares must be the bits of the same sums over a converted copy.
+    from sksketch import torch as recorder_module
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * rng.uniform(0.1, 10, shape)).astype(np.float32)
+    copy = x.astype(np.float64)
+    expected = np.einsum("ncp,ncp->np", copy, copy)
+    monkeypatch.setattr(recorder_module, "_NORM_CHUNK_VALUES", 200)
+    got = recorder_module._squared_norms(x, np.dtype(np.float64))
+    assert got.dtype == np.float64 and np.array_equal(got, expected)
+
+
+def test_outputs_are_read_before_a_later_in_place_operation():
+    # An in-place ReLU after conv1 rewrites conv1's output tensor: the
+    # recorder must keep what conv1 gave (negative values included).
+    model = _demo_like_cnn()
+    model.relu = nn.ReLU(inplace=True)
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    batch = ActivationRecorder(model, ["conv1", "conv2", "fc"]).record(x)
+    with torch.no_grad():
+        conv1 = model.conv1(x).to(torch.float64).reshape(4, 4, -1).numpy()
+    code = batch._module_names.index("conv1")
+    members = np.flatnonzero(batch._module_codes == code)
+    slots = np.asarray(batch._slot_keys)[batch._slot_codes[members]]
+    attributes = batch._attributes[code][batch._rows[members]]
+    assert (attributes < 0).any()
+    assert np.array_equal(attributes, conv1[batch._record[members], :, slots])
