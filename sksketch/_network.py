@@ -453,24 +453,20 @@ def _fit_sketches_only(S, max_depth, alpha, n_subsample, rng, n_jobs):
     if nonzero.size < 2:
         raise ValueError(f"need at least 2 non-zero sketches; got {nonzero.size}")
     seed = rng.randint(2**31 - 1)
-    # Many small products and solves: one BLAS thread (threads spinning
-    # against another process made fits 10-20 times slower on 2 cores), and
-    # the result does not depend on the machine's thread count.
-    with one_blas_thread():
+    fitted = quadrics_fit(S, max_depth, alpha, n_subsample,
+                          np.random.RandomState(seed), n_jobs, give_up=True)
+    if "components_" in fitted:
+        return fitted
+    unsplit = [f"{n} sketches in {dim} dimensions: {reason}"
+               for dim, n, reason in fitted["unsplit"]]
+    try:
+        fitted = lattice_fit(S[nonzero], alpha, n_subsample, rng, max_depth)
+    except np.linalg.LinAlgError as error:  # the quadrics' whole answer
         fitted = quadrics_fit(S, max_depth, alpha, n_subsample,
-                              np.random.RandomState(seed), n_jobs, give_up=True)
-        if "components_" in fitted:
-            return fitted
-        unsplit = [f"{n} sketches in {dim} dimensions: {reason}"
-                   for dim, n, reason in fitted["unsplit"]]
-        try:
-            fitted = lattice_fit(S[nonzero], alpha, n_subsample, rng, max_depth)
-        except np.linalg.LinAlgError as error:  # the quadrics' whole answer
-            fitted = quadrics_fit(S, max_depth, alpha, n_subsample,
-                                  np.random.RandomState(seed), n_jobs)
-            fitted["unsplit"] = (unsplit or fitted["unsplit"]) + [
-                f"the support lattice failed ({error})"]
-            return fitted
+                              np.random.RandomState(seed), n_jobs)
+        fitted["unsplit"] = (unsplit or fitted["unsplit"]) + [
+            f"the support lattice failed ({error})"]
+        return fitted
     names = []
     component_rows, block_info, edges = [], [], set()
     start = 0

@@ -56,11 +56,6 @@ def quadrics_fit(S, max_depth, alpha, n_subsample, rng, n_jobs, give_up=False):
 # Largest number of quadratic monomials (dim (dim + 1) / 2) the vanishing
 # polynomials are fitted over: 2,145 is a 65-dimensional group.
 _MAX_MONOMIALS = 2500
-# Above this many monomials, a group's full Veronese rank is tested first on
-# the fewest points that can show it (below, the test costs more than it saves).
-_STAGED_MONOMIALS = 500
-_FILLS_SPAN = ("the sketches fill its span: no union of smaller subspaces (records "
-               "activating several chains, or paths that always fire together)")
 
 
 def _chain_subspaces(S, alpha, n_subsample, rng, n_jobs=None, give_up=False):
@@ -101,7 +96,8 @@ def _chain_subspaces(S, alpha, n_subsample, rng, n_jobs=None, give_up=False):
     parallel = Parallel(n_jobs=n_jobs, prefer="threads")
     if give_up:
         # One group after the other, widest first (where several paths per
-        # record fill the span), stopping at the first the quadrics fail on.
+        # record fill the span), stopping at the first the quadrics fail on:
+        # the peeling of the others would be discarded.
         quadrics = [None] * len(locals_)
         for g in sorted(range(len(locals_)), key=lambda g: -locals_[g].shape[1]):
             quadrics[g] = _group_quadrics(locals_[g], alpha, seeds[g])
@@ -199,27 +195,16 @@ def _vanishing_quadrics(points, alpha, rng):
     sample = sample / np.linalg.norm(sample, axis=1, keepdims=True)
     upper = np.triu_indices(dim)
     veronese = sample[:, upper[0]] * sample[:, upper[1]]
-    # Records of several paths fill the span: then the first rank + margin
-    # points already have a Veronese image of full rank (more points cannot
-    # lower it), found from the eigenvalues of their Gram matrix alone, at a
-    # quarter of the full Gram's cost and without the eigenvectors.
-    first = n_monomials + max(10, n_monomials // 10)
-    if first < take and n_monomials > _STAGED_MONOMIALS:
-        gram = veronese[:first].T @ veronese[:first]
-        eigenvalues = np.linalg.eigvalsh(gram)
-        if np.all(eigenvalues > alpha**2 * eigenvalues[-1]):
-            return [], _FILLS_SPAN
-        gram += veronese[first:].T @ veronese[first:]
-    else:
-        gram = veronese.T @ veronese
-    eigenvalues, eigenvectors = np.linalg.eigh(gram)
+    eigenvalues, eigenvectors = np.linalg.eigh(veronese.T @ veronese)
     vanishing = eigenvalues <= alpha**2 * eigenvalues[-1]
     rank = n_monomials - int(vanishing.sum())
     if take < rank + max(10, rank // 10):  # every point independent: spurious
         return [], (f"too few sketches for its quadrics ({take} for "
                     f"{n_monomials} quadratic monomials)")
     if not vanishing.any():
-        return [], _FILLS_SPAN
+        return [], ("the sketches fill its span: no union of smaller subspaces "
+                    "(records activating several chains, or paths that always "
+                    "fire together)")
     null = eigenvectors[:, vanishing]
     quadrics = np.zeros((null.shape[1], dim, dim))
     quadrics[:, upper[0], upper[1]] = null.T

@@ -275,39 +275,26 @@ def test_sketches_only_warns_with_too_few_sketches():
         NetworkRecoveryDictionaryLearner(random_state=0).fit(sketches)
 
 
-@pytest.mark.parametrize("with_records", [True, False])
-def test_fit_runs_blas_on_one_thread(monkeypatch, with_records):
+def test_block_regression_runs_blas_on_one_thread(monkeypatch):
     # Many small products: BLAS threads spin against each other, 30-60 times
-    # slower when another process holds a core (sketches only: a tree fit
-    # took 194 s instead of 11 s). Not timed: the BLAS thread count is
-    # checked while the block regression, or the quadrics and the lattice,
-    # run.
+    # slower when another process holds a core. Not timed: the regression's
+    # BLAS thread count is checked while it runs.
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from sksketch import _network, _network_quadrics
+    from sksketch import _network
 
     seen = []
+    regression = _network._block_regression
 
-    def spy(module, name):
-        function = getattr(module, name)
+    def spy(*args):
+        seen.append({p["num_threads"] for p in threadpool_info()
+                     if p["user_api"] == "blas"})
+        return regression(*args)
 
-        def spied(*args, **kwargs):
-            seen.append({p["num_threads"] for p in threadpool_info()
-                         if p["user_api"] == "blas"})
-            return function(*args, **kwargs)
-
-        monkeypatch.setattr(module, name, spied)
-
-    if with_records:
-        spy(_network, "_block_regression")
-    else:
-        spy(_network_quadrics, "quadrics_fit")
-        spy(_network, "lattice_fit")
+    monkeypatch.setattr(_network, "_block_regression", spy)
     records, _ = make_activation_records(200, n_modules=6, weights="random",
                                          random_state=0)
     sketches = RecursiveSketcher(64, random_state=0).fit_transform(records)
-    with threadpool_limits(limits=2, user_api="blas"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        NetworkRecoveryDictionaryLearner(random_state=0).fit(
-            sketches, records if with_records else None)
-    assert seen == [{1}] * (1 if with_records else 2)
+    with threadpool_limits(limits=2, user_api="blas"):
+        NetworkRecoveryDictionaryLearner().fit(sketches, records)
+    assert seen == [{1}]
