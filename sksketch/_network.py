@@ -454,15 +454,18 @@ def _fit_sketches_only(S, max_depth, alpha, n_subsample, rng, n_jobs):
         raise ValueError(f"need at least 2 non-zero sketches; got {nonzero.size}")
     seed = rng.randint(2**31 - 1)
     fitted = quadrics_fit(S, max_depth, alpha, n_subsample,
-                          np.random.RandomState(seed), n_jobs)
-    if not fitted["unsplit"]:
+                          np.random.RandomState(seed), n_jobs, give_up=True)
+    if "components_" in fitted:
         return fitted
     unsplit = [f"{n} sketches in {dim} dimensions: {reason}"
                for dim, n, reason in fitted["unsplit"]]
     try:
         fitted = lattice_fit(S[nonzero], alpha, n_subsample, rng, max_depth)
-    except np.linalg.LinAlgError as error:  # keep the quadrics' answer
-        fitted["unsplit"] = unsplit + [f"the support lattice failed ({error})"]
+    except np.linalg.LinAlgError as error:  # the quadrics' whole answer
+        fitted = quadrics_fit(S, max_depth, alpha, n_subsample,
+                              np.random.RandomState(seed), n_jobs)
+        fitted["unsplit"] = (unsplit or fitted["unsplit"]) + [
+            f"the support lattice failed ({error})"]
         return fitted
     names = []
     component_rows, block_info, edges = [], [], set()

@@ -21,13 +21,21 @@ from ._network import _complement, _intersection, _orthonormal, _stack, _wiring
 _MAX_SUBSPACES = 64
 
 
-def quadrics_fit(S, max_depth, alpha, n_subsample, rng, n_jobs):
+def quadrics_fit(S, max_depth, alpha, n_subsample, rng, n_jobs, give_up=False):
+    """Blocks and wiring from the chain subspaces.
+
+    With ``give_up``, stops at the first group the quadrics cannot split and
+    returns only ``{"unsplit": [...]}`` (the caller turns to the lattice and
+    would discard the rest: peeling and refining cost more than the test).
+    """
     norms = np.linalg.norm(S, axis=1)
     nonzero = np.flatnonzero(norms > 0)
     if nonzero.size < 2:
         raise ValueError(f"need at least 2 non-zero sketches; got {nonzero.size}")
-    bases, residuals, n_iter, unsplit = _chain_subspaces(S[nonzero], alpha,
-                                                         n_subsample, rng, n_jobs)
+    found = _chain_subspaces(S[nonzero], alpha, n_subsample, rng, n_jobs, give_up)
+    if found is None or isinstance(found, list):
+        return {"unsplit": found or []}
+    bases, residuals, n_iter, unsplit = found
     nodes = _subspace_tree(bases, alpha, max_depth)
     component_rows, block_info, edges = [], [], set()
     start = 0
@@ -50,7 +58,7 @@ def quadrics_fit(S, max_depth, alpha, n_subsample, rng, n_jobs):
 _MAX_MONOMIALS = 2500
 
 
-def _chain_subspaces(S, alpha, n_subsample, rng, n_jobs=None):
+def _chain_subspaces(S, alpha, n_subsample, rng, n_jobs=None, give_up=False):
     """The subspaces the sketches lie in: one per set of co-activated paths.
 
     1. Groups of independent subspaces (paths with no block in common, e.g.
@@ -67,7 +75,9 @@ def _chain_subspaces(S, alpha, n_subsample, rng, n_jobs=None):
     Returns ``(bases, residuals, n_iter, unsplit)``: orthonormal bases of
     shape (d, dim), each sketch's relative distance to its subspace, and
     ``(dim, n_sketches, reason)`` for every group of more than one dimension
-    that no quadric could split (learned as one subspace).
+    that no quadric could split (learned as one subspace). With ``give_up``,
+    returns ``unsplit`` alone as soon as a group's quadrics fail (before any
+    peeling), and None when none fails but the peeling of a group does.
     """
     n = S.shape[0]
     sample = np.sort(rng.choice(n, size=min(n, n_subsample), replace=False))
@@ -81,10 +91,25 @@ def _chain_subspaces(S, alpha, n_subsample, rng, n_jobs=None):
     # Groups are independent: threads (BLAS releases the GIL), each with its
     # own seed so that the result does not depend on n_jobs.
     seeds = rng.randint(2**31 - 1, size=len(group_spans))
-    found = Parallel(n_jobs=n_jobs, prefer="threads")(
-        delayed(_group_subspaces)(coordinates[membership == g] @ group_span, alpha,
-                                  seed)
-        for g, (group_span, seed) in enumerate(zip(group_spans, seeds)))
+    locals_ = [coordinates[membership == g] @ group_span
+               for g, group_span in enumerate(group_spans)]
+    parallel = Parallel(n_jobs=n_jobs, prefer="threads")
+    if give_up:
+        # One group after the other, widest first (where several paths per
+        # record fill the span), stopping at the first the quadrics fail on:
+        # the peeling of the others would be discarded.
+        quadrics = [None] * len(locals_)
+        for g in sorted(range(len(locals_)), key=lambda g: -locals_[g].shape[1]):
+            quadrics[g] = _group_quadrics(locals_[g], alpha, seeds[g])
+            if quadrics[g][1] is not None:
+                return [(locals_[g].shape[1], locals_[g].shape[0], quadrics[g][1])]
+    else:
+        quadrics = parallel(delayed(_group_quadrics)(local, alpha, seed)
+                            for local, seed in zip(locals_, seeds))
+    found = parallel(delayed(_group_subspaces)(local, alpha, *fitted)
+                     for local, fitted in zip(locals_, quadrics))
+    if give_up and any(reason is not None for _, reason in found):
+        return None
     bases = [span @ group_span @ basis
              for group_span, (local_bases, _) in zip(group_spans, found)
              for basis in local_bases]
@@ -112,14 +137,19 @@ def _chain_subspaces(S, alpha, n_subsample, rng, n_jobs=None):
     return bases, distances / np.linalg.norm(S, axis=1), n_iter, unsplit
 
 
-def _group_subspaces(local, alpha, seed):
+def _group_quadrics(local, alpha, seed):
+    """One group's vanishing quadrics: ``(quadrics, reason, rng)``, the
+    group's random state carried on to its peeling."""
+    rng = np.random.RandomState(seed)
+    return (*_vanishing_quadrics(local, alpha, rng), rng)
+
+
+def _group_subspaces(local, alpha, quadrics, reason, rng):
     """Peel one group's subspaces: a random sketch's, then its inliers' out.
 
     Returns ``(bases, reason)``: ``reason`` says why no quadric vanishes on
     a group of more than one dimension (then it is one subspace), else None.
     """
-    rng = np.random.RandomState(seed)
-    quadrics, reason = _vanishing_quadrics(local, alpha, rng)
     bases = []
     unassigned = np.arange(local.shape[0])
     while unassigned.size:

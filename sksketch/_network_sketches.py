@@ -496,7 +496,7 @@ def _check_blocks(X, basis, tree, active_columns, alpha, rng, n_subsample,
     design = np.hstack(blocks)
     if design.shape[1] > X.shape[1]:
         return  # the rank check already reports it
-    coefficients = np.linalg.lstsq(design, X.T, rcond=None)[0].T
+    coefficients = _least_squares(design, X.T).T
     starts = np.concatenate([[0], np.cumsum(widths)])
     merged, unused = 0, 0
     for k, width in enumerate(widths):
@@ -607,7 +607,7 @@ def _error(S, X, basis, tree, active):
     blocks = [block for _, _, block in tree]
     widths = [b.shape[1] for b in blocks]
     design = np.hstack(blocks)
-    coefficients = np.linalg.lstsq(design, S.T, rcond=None)[0]
+    coefficients = _least_squares(design, S.T)
     mask = np.repeat(active, widths, axis=1).T
     model = design @ (coefficients * mask)
     return float(np.linalg.norm(S.T - model) / np.linalg.norm(S))
@@ -656,6 +656,23 @@ def _robust_null(A, alpha):
     if A.shape[0] > 4 * keep.sum():
         A = A[leverage <= max(0.5, 4 * typical)]
     return _null(A, alpha)
+
+
+def _least_squares(design, targets):
+    """Least-squares coefficients of many targets (columns) on a design.
+
+    A design of full column rank (the blocks found, when independent) is
+    solved through its QR factors: for 50,000 sketches that is about ten
+    times faster than ``lstsq``'s SVD solver, to rounding. A rank-deficient
+    or ill-conditioned design goes to ``lstsq`` (minimum-norm solution).
+    """
+    from scipy.linalg import solve_triangular
+
+    q, r = np.linalg.qr(design)
+    diagonal = np.abs(np.diag(r))
+    if diagonal.size and diagonal.min() > 1e-8 * diagonal.max():
+        return solve_triangular(r, q.T @ targets)
+    return np.linalg.lstsq(design, targets, rcond=None)[0]
 
 
 def _svd(A):
