@@ -34,7 +34,7 @@ import numpy as np
 from scipy.linalg.blas import get_blas_funcs
 
 from ._threads import blas_threads_for, one_blas_thread
-from ._unroll import Workspace
+from ._unroll import Workspace, all_distinct
 
 # Costs of the final products, in the plan's unit (operations of the
 # level-wise engine as levelwise_cost prices them), measured with
@@ -89,12 +89,7 @@ class BlockPlan(NamedTuple):
 
 def distinct_per_record(record, item, n_records, n_items):
     """Whether no two entries share a record and an item (``item < n_items``)."""
-    cells = n_records * n_items
-    if cells <= max(4 * record.size, 2**20):
-        seen = np.zeros(cells, bool)
-        seen[record * n_items + item] = True
-        return np.count_nonzero(seen) == record.size
-    return np.unique(record * n_items + item).size == record.size
+    return all_distinct(record * n_items + item, n_records * n_items)
 
 
 def n_chunks(n_records, sketch_dim):

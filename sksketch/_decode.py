@@ -277,8 +277,9 @@ class LstsqDecoder:
                 factor = ("pinv", *_pseudo_inverse(g, norms))
             else:
                 offsets = self.structure.layout.offsets
-                factor = ("omp", _GroupPursuit(g, norms, offsets, limit, self.tol),
-                          _superset(g, offsets, min(limit, kept.size // 2)))
+                pursuit = _GroupPursuit(g, norms, offsets, limit, self.tol)
+                factor = ("omp", pursuit,
+                          _superset(g, offsets, min(limit, kept.size // 2), pursuit))
             if len(self._factors) > 8:  # a few kept sets at a time
                 self._factors.pop(next(iter(self._factors)))
             self._factors[key] = factor
@@ -321,25 +322,26 @@ class LstsqDecoder:
                        _relative_norms(backend, residual, sketches), noise)
 
 
-def _superset(g, offsets, budget):
+def _superset(g, offsets, budget, pursuit):
     """The support-superset solver of ``g``, or None where it does not apply
-    (null space wider than the budget, or its per-group products too big)."""
+    (null space wider than the budget, its per-group products too big, or a
+    group with linearly dependent kept columns)."""
     n_kept, n_columns = g.shape
     n_groups = offsets.size - 1
+    # A group whose kept columns are dependent (fewer kept rows than
+    # columns, say) leaves no unique solution over any set holding it: the
+    # pursuit, which decodes over each group's span, takes those problems.
+    if np.any(pursuit.span_widths < np.diff(offsets)):
+        return None
     # The null space has at least n_columns - n_kept dimensions: skip the
     # SVD (n_columns^2 floats) where that alone rules the method out.
     if not _SupersetLeastSquares.fits(n_groups, max(n_columns - n_kept, 0), budget):
         return None
     u, sv, vt = np.linalg.svd(g, full_matrices=True)
-    tolerance = sv[0] * max(g.shape) * np.finfo(g.dtype).eps if sv.size else 0.0
-    rank = int(np.sum(sv > tolerance))
+    rank = _rank(sv, g)
     if not rank or not _SupersetLeastSquares.fits(n_groups, n_columns - rank, budget):
         return None
-    superset = _SupersetLeastSquares(g, offsets, budget, u, sv, vt, rank)
-    # A group whose kept columns are linearly dependent (fewer kept rows than
-    # columns, say) leaves no unique solution over any set holding it: the
-    # pursuit, which decodes over each group's span, takes those problems.
-    return superset if superset.usable[np.diff(offsets) > 0].all() else None
+    return _SupersetLeastSquares(g, offsets, budget, u, sv, vt, rank)
 
 
 def _sparse_solve(pursuit, superset, sketches, floor, tol):
@@ -387,13 +389,19 @@ def _relative_norms(backend, residual, sketches):
                      where=norms > 0)
 
 
+def _rank(s, g):
+    """Numerical rank of ``g`` from its singular values ``s``, with the
+    tolerance of ``numpy.linalg.matrix_rank``."""
+    return int(np.sum(s > s[0] * max(g.shape) * np.finfo(g.dtype).eps)) if s.size else 0
+
+
 def _pseudo_inverse(g, norms):
     """Pseudo-inverse of the unit-column ``g`` (undoing ``norms``) and its
     condition number, from one SVD (numpy.linalg.pinv's cutoff)."""
     u, s, vt = np.linalg.svd(g, full_matrices=False)
     if not s.size or s[0] == 0:
         return np.zeros((g.shape[1], g.shape[0])), 1.0
-    big = s > max(g.shape) * np.finfo(g.dtype).eps * s[0]
+    big = np.arange(s.size) < _rank(s, g)
     pinv = (vt[big].T / s[big]) @ u[:, big].T
     return pinv / norms[:, None], float(s[0] / s[big][-1])
 
@@ -408,8 +416,7 @@ def _span(g):
     if not g.size:
         return g[:, :0]
     u, s, _ = np.linalg.svd(g, full_matrices=False)
-    rank = int(np.sum(s > s[0] * max(g.shape) * np.finfo(g.dtype).eps))
-    return u[:, :rank]
+    return u[:, :_rank(s, g)]
 
 
 def _unit_columns(g):
@@ -466,9 +473,11 @@ class _GroupPursuit:
         # ``basis`` stay at their offsets even when few kept rows (or
         # collinear columns) leave a group a narrower span.
         self.basis = np.zeros_like(g)
-        for lo, hi in zip(offsets[:-1], offsets[1:]):
+        self.span_widths = np.zeros(offsets.size - 1, dtype=np.intp)
+        for group, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:])):
             span = _span(g[:, lo:hi])
             self.basis[:, lo:lo + span.shape[1]] = span
+            self.span_widths[group] = span.shape[1]
         # The projections of the columns on the bases: the residual's
         # projections move by (change of coefficients) @ cross.
         self.cross = g.T @ self.basis

@@ -153,8 +153,8 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
         used_items = distinct_values(item, len(unrolled.paths) * n_slots)
         chains = _chain_widths(unrolled, used_items, n_slots, dims)
         reuse = _reuse(chains, d, cache_bytes)
-        product, blockwise = _product_cost(batch, unrolled, distinct, path_dim,
-                                           used_items, n_slots, d)
+        product, blockwise = _product_cost(batch, unrolled, distinct, dims,
+                                           path_dim, used_items, n_slots, d)
         total = (cost.sum()
                  + (2 * d * d * wraps * chains + BLOCK_OVERHEAD_FLOPS).sum() / reuse
                  + product)
@@ -193,21 +193,21 @@ def plan_sketch(batch, sketch_dim, wrapper, *, cache_bytes=np.inf, force=None):
     return Plan(levelwise, None if levelwise.any() else unrolled, cost, lw_cost)
 
 
-def _product_cost(batch, unrolled, distinct, path_dim, used_items, n_slots,
+def _product_cost(batch, unrolled, distinct, dims, path_dim, used_items, n_slots,
                   sketch_dim):
     """Operations of the final product, dense or block by block (the cheaper),
     and whether block by block is the cheaper.
 
     The columns: a presence column per path, a block of its last module's
     dimension per (path, slot) item used. Block by block only where no two
-    entries of a record share an item (``distinct``).
+    entries of a record share an item (``distinct``); ``dims``: each
+    module's attribute dimension.
     """
     n_records, n_paths = batch.n_records, len(unrolled.paths)
     n_columns = n_paths + path_dim[used_items // n_slots].sum()
     dense = dense_product_cost(n_records, n_columns, sketch_dim)
     if not distinct:
         return dense, False
-    dims = np.array([block.shape[1] for block in batch._attributes])
     n_values = dims[batch._module_codes[unrolled.obj]].sum()
     n_steps = min(unrolled.obj.size,
                   used_items.size * n_chunks(n_records, sketch_dim))

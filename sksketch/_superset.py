@@ -71,10 +71,9 @@ class _SupersetLeastSquares:
         self.g, self.offsets, self.budget = g, offsets, budget
         widths = np.diff(offsets)
         self.widths = widths
-        # Groups that can be chosen: with columns, linearly independent ones.
-        self.usable = np.array([
-            hi > lo and np.linalg.matrix_rank(g[:, lo:hi]) == hi - lo
-            for lo, hi in zip(offsets[:-1], offsets[1:])])
+        # Groups that can be chosen: those with columns (the caller checks
+        # that every group's kept columns are linearly independent).
+        self.usable = widths > 0
         self.group_of = np.repeat(np.arange(widths.size), widths)
         self.pinv_t = (u[:, :rank] / sv[:rank]) @ vt[:rank]  # (G^+)^T
         self.cond = float(sv[0] / sv[rank - 1])
@@ -200,8 +199,8 @@ class _SupersetLeastSquares:
     def _groups(self, columns):
         """The groups holding any of ``columns`` (a mask over groups)."""
         groups = np.zeros((columns.shape[0], self.widths.size), dtype=bool)
-        wide = np.flatnonzero(self.widths > 0)
-        groups[:, wide] = np.add.reduceat(columns, self.offsets[wide], axis=1) > 0
+        usable = np.flatnonzero(self.usable)
+        groups[:, usable] = np.add.reduceat(columns, self.offsets[usable], axis=1) > 0
         return groups
 
     def _system(self, groups):

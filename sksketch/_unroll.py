@@ -392,7 +392,7 @@ def coefficient_chunks(batch, unrolled, layout, chunk_size, offsets=None):
         lo, hi = chunk * chunk_size, min((chunk + 1) * chunk_size, n_records)
         run = slice(bounds[chunk * n_modules], bounds[(chunk + 1) * n_modules])
         # (+ 1: a block of width 0 may start where Z's row ends.)
-        if _all_distinct(n_start[run], (hi - lo) * n_columns + 1):
+        if all_distinct(n_start[run], (hi - lo) * n_columns + 1):
             z = _blocks_written(batch, bounds[chunk * n_modules:], rows, eff,
                                 a_start, n_start, run, (hi - lo) * n_columns,
                                 workspace)
@@ -430,11 +430,17 @@ def coefficient_chunks(batch, unrolled, layout, chunk_size, offsets=None):
         yield lo, hi, z.reshape(hi - lo, n_columns)
 
 
-def _all_distinct(cells, n_cells):
-    """Whether the ints ``cells`` (in ``[0, n_cells)``) are all distinct."""
-    seen = np.zeros(n_cells, bool)
-    seen[cells] = True
-    return np.count_nonzero(seen) == cells.size
+def all_distinct(values, n_values):
+    """Whether the ints ``values`` (in ``[0, n_values)``) are all distinct.
+
+    A table of the values seen where the range is small against them (or
+    small outright), else a sort.
+    """
+    if n_values <= max(4 * values.size, 2**20):
+        seen = np.zeros(n_values, bool)
+        seen[values] = True
+        return np.count_nonzero(seen) == values.size
+    return np.unique(values).size == values.size
 
 
 def _blocks_written(batch, bounds, rows, eff, a_start, n_start, run, n_cells,

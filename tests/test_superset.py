@@ -112,5 +112,7 @@ def test_groups_with_dependent_columns_leave_decoding_to_the_pursuit(dependent):
     if dependent:
         g[:, 3] = g[:, 2]  # group 1 (columns 2-5) has rank 3
     g /= np.linalg.norm(g, axis=0)
-    superset = _decode._superset(g, np.array([0, 2, 6, 9, 12]), 5)
+    offsets = np.array([0, 2, 6, 9, 12])
+    pursuit = _decode._GroupPursuit(g, np.ones(12), offsets, 5, 1e-10)
+    superset = _decode._superset(g, offsets, 5, pursuit)
     assert (superset is None) == dependent

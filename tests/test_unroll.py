@@ -138,18 +138,18 @@ def test_written_coefficients_are_the_added_ones_to_the_bit(monkeypatch):
                                for i in range(3)])
     entries = unroll(batch)
     layout = ColumnLayout.from_unrolled(batch, entries)
-    distinct = _unroll._all_distinct
+    distinct = _unroll.all_distinct
     for chunk_size in (1, 7, n):
         answers = []
         with monkeypatch.context() as patch:
-            patch.setattr(_unroll, "_all_distinct",
+            patch.setattr(_unroll, "all_distinct",
                           lambda *a, seen=answers: seen.append(distinct(*a))
                           or seen[-1])
             written = [z.copy() for *_, z in _unroll.coefficient_chunks(
                 batch, entries, layout, chunk_size)]
         assert answers and all(answers)  # every chunk took the written path
         with monkeypatch.context() as patch:
-            patch.setattr(_unroll, "_all_distinct", lambda cells, n_cells: False)
+            patch.setattr(_unroll, "all_distinct", lambda cells, n_cells: False)
             added = [z.copy() for *_, z in _unroll.coefficient_chunks(
                 batch, entries, layout, chunk_size)]
         assert len(written) == len(added)
